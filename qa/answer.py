@@ -1,0 +1,181 @@
+"""Extractive answers: pick the sentences that answer the question and cite each one.
+
+No language model: the answer is made of source sentences, so every quote is verbatim
+by construction. Each candidate sentence of the retrieved passages is scored by its
+embedding similarity to the question plus the IDF-weighted share of the question's
+terms it contains. The answer abstains when the best score is under one calibrated
+threshold, when the question asks for a number or a date that no chosen sentence
+holds, or when it names something the reports never mention.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from qa.index import Index, terms
+from qa.retrieve import NOT_FOUND_PREFIX, Query
+from qa.settings import Settings
+from qa.types import Answer, Citation, Passage
+
+LEXICAL_WEIGHT = 0.5
+CONTEXT_TERM_WEIGHT = 0.3
+KEEP_RATIO = 0.88
+LIST_KEEP_RATIO = 0.8
+MULTIDOC_KEEP_RATIO = 0.75
+
+_QUANTITY = re.compile(r"\b(how (many|much|large|big|long|old|often)|what (number|percentage|share|amount|proportion|size)|"
+                       r"what percent)\b", re.IGNORECASE)
+_TIME = re.compile(r"\b(when|what (year|date|day|month|time)|which (year|date|day|month)|since when|how long ago)\b",
+                   re.IGNORECASE)
+_NUMBER = re.compile(r"\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|"
+                     r"fifty|hundred|thousand|million|billion|dozen|several|half|single|both|first|second|third)\b",
+                     re.IGNORECASE)
+_TEMPORAL = re.compile(r"\d|\b(january|february|march|april|may|june|july|august|september|october|november|"
+                       r"december|monday|tuesday|wednesday|thursday|friday|saturday|sunday|today|yesterday|"
+                       r"tomorrow|tonight|week|weeks|month|months|year|years|ago|earlier|later|recently|after|"
+                       r"before|during|once|when|now|currently)\b", re.IGNORECASE)
+_LIST = re.compile(r"\b(list|name all|which (groups|countries|people|leaders|units|organizations|militias|two|three)|"
+                   r"what (groups|are|were|two|three|things|steps|demands|countries|organizations)|who are|who were|"
+                   r"all the|each of|both)\b", re.IGNORECASE)
+_MULTIDOC = re.compile(r"\b(both (reports|briefs|documents|articles)|each (report|brief|document)|the (two|other) "
+                       r"(reports|briefs)|across (the )?(reports|briefs)|in common|compare|differ|both)\b", re.IGNORECASE)
+_LABEL = re.compile(r"^(Comment|Note|Update|Analysis|Editor's note)\s*:\s*", re.IGNORECASE)
+_PROPER = re.compile(r"(?<![.!?]\s)(?<!^)\b([A-Z][\w’'\-]+(?:\.[A-Z]\.?)*|\d[\d,.]*)")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A sentence of a retrieved passage and how well it answers."""
+
+    row: int
+    doc_id: str
+    start: int
+    end: int
+    page: int | None
+    passage: Passage
+    score: float
+
+
+def not_found(question: str, passages: Sequence[Passage] = (), query: str = "", support: float = 0.0,
+              why: str = "") -> Answer:
+    """The fixed abstention answer."""
+    text = f"{NOT_FOUND_PREFIX}: no passage in the indexed reports answers this question."
+    return Answer(text=text, citations=[], abstained=True, question=question, query=query,
+                  passages=list(passages), support=support, notice=why)
+
+
+def answer_extractive(question: str, query: Query, vector: np.ndarray, passages: Sequence[Passage],
+                      index: Index, settings: Settings) -> Answer:
+    """Compose a cited answer from the best sentences of ``passages``, or abstain."""
+    candidates = score_sentences(query, vector, passages, index)
+    if not candidates:
+        return not_found(question, passages, query.text, why="nothing retrieved")
+    best = candidates[0]
+    if best.score < settings.abstain_below:
+        return not_found(question, passages, query.text, best.score, why="weak evidence")
+    missing = unknown_names(question, index)
+    if missing:
+        return not_found(question, passages, query.text, best.score,
+                         why=f"the reports never mention {', '.join(missing)}")
+    chosen = choose(question, candidates, settings)
+    wants = _QUANTITY if _QUANTITY.search(question) else _TIME if _TIME.search(question) else None
+    if wants is not None:
+        typed = [c for c in chosen if (_NUMBER if wants is _QUANTITY else _TEMPORAL).search(_text(index, c))]
+        if not typed:
+            return not_found(question, passages, query.text, best.score,
+                             why="no passage gives the number or date asked for")
+        chosen = typed
+    return compose(question, query, chosen, passages, index, best.score)
+
+
+def score_sentences(query: Query, vector: np.ndarray, passages: Sequence[Passage], index: Index) -> list[Candidate]:
+    """Every sentence of ``passages`` once (with its best-ranked passage), best first."""
+    weights = _term_weights(query, index)
+    total = sum(weights.values()) or 1.0
+    rows: dict[int, Passage] = {}
+    for p in passages:
+        for row in index.sentence_rows(p.passage_id):
+            rows.setdefault(row, p)
+    if not rows:
+        return []
+    order = np.fromiter(rows, dtype=np.int64)
+    dense = np.asarray(index.sentence_vectors[order]) @ vector
+    out = []
+    for row, sim in zip(order.tolist(), dense.tolist()):
+        start, end = _trim_label(index, row)
+        sentence_terms = set(terms(index.documents[int(index.sentences[row, 0])].text[start:end]))
+        lexical = sum(w for t, w in weights.items() if t in sentence_terms) / total
+        page = int(index.sentences[row, 3])
+        out.append(Candidate(row, rows[row].doc_id, start, end, None if page < 0 else page, rows[row],
+                             sim + LEXICAL_WEIGHT * lexical))
+    out.sort(key=lambda c: (-c.score, c.row))
+    return out
+
+
+def choose(question: str, candidates: list[Candidate], settings: Settings) -> list[Candidate]:
+    """The best sentence, close runners-up, and for multi-report questions each report's best."""
+    best = candidates[0].score
+    ratio = LIST_KEEP_RATIO if _LIST.search(question) else KEEP_RATIO
+    floor = max(settings.abstain_below, best * ratio)
+    chosen = [c for c in candidates if c.score >= floor][: settings.max_sentences]
+    if _MULTIDOC.search(question):
+        have = {c.doc_id for c in chosen}
+        for c in candidates:
+            if c.doc_id not in have and c.score >= max(settings.abstain_below, best * MULTIDOC_KEEP_RATIO):
+                chosen.append(c)
+                have.add(c.doc_id)
+    return chosen
+
+
+def compose(question: str, query: Query, chosen: list[Candidate], passages: Sequence[Passage], index: Index,
+            support: float) -> Answer:
+    """Sentences in reading order (by report, then position), each followed by its marker."""
+    first_seen: dict[str, int] = {}
+    for c in chosen:
+        first_seen.setdefault(c.doc_id, len(first_seen))
+    ordered = sorted(chosen, key=lambda c: (first_seen[c.doc_id], c.start))
+    citations: list[Citation] = []
+    parts: list[str] = []
+    for n, c in enumerate(ordered, start=1):
+        quote = _text(index, c)
+        citations.append(Citation(c.doc_id, quote, c.start, c.end, c.page, c.passage.text, round(c.score, 4)))
+        parts.append(f"{quote} [{n}]")
+    return Answer(text=" ".join(parts), citations=citations, abstained=False, question=question,
+                  query=query.text, passages=list(passages), support=round(support, 4))
+
+
+def unknown_names(question: str, index: Index) -> list[str]:
+    """Names and numbers in the question that occur nowhere in the indexed reports."""
+    missing = []
+    for match in _PROPER.finditer(question.strip()):
+        word = match.group(1)
+        stems = terms(word)
+        if stems and all(s not in index.vocab for s in stems):
+            missing.append(word)
+    return missing
+
+
+def _term_weights(query: Query, index: Index) -> dict[str, float]:
+    n = max(1, len(index.passages))
+    weights: dict[str, float] = {}
+    for weight, source in ((1.0, query.question), (CONTEXT_TERM_WEIGHT, query.context)):
+        for t in terms(source):
+            pos = index.vocab.get(t)
+            df = 0 if pos is None else int(index.doc_freq[pos])
+            idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+            weights[t] = max(weights.get(t, 0.0), weight * idf)
+    return weights
+
+
+def _trim_label(index: Index, row: int) -> tuple[int, int]:
+    doc_i, start, end = (int(x) for x in index.sentences[row, :3])
+    match = _LABEL.match(index.documents[doc_i].text[start:end])
+    return (start + match.end(), end) if match and start + match.end() < end else (start, end)
+
+
+def _text(index: Index, c: Candidate) -> str:
+    return index.documents[index.doc_pos[c.doc_id]].text[c.start:c.end]

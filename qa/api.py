@@ -1,0 +1,166 @@
+"""The public entry points; the only module that wires the stages together."""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from qa.answer import answer_extractive, not_found
+from qa.embed import Embedder, get_embedder
+from qa.index import BuildReport, Index, IndexNotFound, IndexProblem, load_index, read_manifest, update_index
+from qa.load import Skipped, load_corpus
+from qa.retrieve import Query, Retriever, as_llama_retriever, resolve_query
+from qa.settings import Settings
+from qa.types import Answer
+
+log = logging.getLogger("qa")
+
+
+@dataclass
+class Engine:
+    """A loaded index with its retriever; shared by every call on that index."""
+
+    settings: Settings
+    index: Index
+    embedder: Embedder
+    retriever: Retriever
+    generation: str
+
+
+_engines: dict[tuple[str, str], Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def answer(
+    question: str,
+    history: list[dict] | None = None,
+    *,
+    index: str | os.PathLike | None = None,
+    settings: Settings | None = None,
+    doc_ids: Sequence[str] | None = None,
+    top_k: int | None = None,
+) -> Answer:
+    """Answer ``question`` from the reports with ``[n]``-marked, verbatim citations.
+
+    ``history`` is the chat so far in messages format. With no ``index`` the default
+    index of the seed corpus is used, built or refreshed on first use. ``doc_ids``
+    restricts the answer to those documents.
+    """
+    settings = settings or Settings.from_env()
+    question = clean_question(question, settings.max_question_chars)
+    engine = get_engine(index, settings)
+    query = resolve_query(question, history)
+    vector = engine.retriever.embed_query(query)
+    passages = engine.retriever.search(query, top_k or settings.top_k, doc_ids=doc_ids, vector=vector)
+    if not passages:
+        return not_found(question, query=query.text, why="no indexed passage matches")
+    return answer_extractive(question, query, vector, passages, engine.index, settings)
+
+
+def clean_question(question: str, limit: int) -> str:
+    """Reject an empty question; cut a huge one at a word boundary so it can still be answered."""
+    if not isinstance(question, str):
+        raise ValueError(f"the question must be text, not {type(question).__name__}")
+    question = " ".join(question.split())
+    if not question:
+        raise ValueError("the question is empty: ask something about the reports")
+    if len(question) > limit:
+        cut = question.rfind(" ", 0, limit)
+        question = question[: cut if cut > limit // 2 else limit]
+        log.warning("question truncated to %d characters", len(question))
+    return question
+
+
+def get_engine(index: str | os.PathLike | None, settings: Settings) -> Engine:
+    """The cached engine for an index, reloaded when the index on disk changed."""
+    path = Path(index) if index is not None else settings.index
+    key = (str(path.resolve()), settings.fingerprint())
+    with _engines_lock:
+        engine = _engines.get(key)
+        live = _generation(path)
+        if engine is not None and engine.generation == live:
+            return engine
+        if index is None and engine is None:
+            ensure_default_index(settings)
+            live = _generation(path)
+        if live is None:
+            raise IndexNotFound(f"no index at {path}: build it with `qa index CORPUS --index {path}`")
+        embedder = get_embedder(settings.model, settings.batch_size)
+        loaded = load_index(path, settings)
+        engine = Engine(settings, loaded, embedder, Retriever(loaded, embedder, settings), live)
+        _engines[key] = engine
+        return engine
+
+
+def ensure_default_index(settings: Settings) -> BuildReport | None:
+    """Build the default index of ``settings.corpus``, or refresh it if the corpus changed.
+
+    The default index is a cache of the corpus: when it is corrupt or was built under
+    other settings it is rebuilt rather than refused.
+    """
+    documents, _ = load_corpus([settings.corpus])
+    try:
+        _, manifest = read_manifest(settings.index)
+        if (manifest.get("documents") == {d.doc_id: d.fingerprint for d in documents}
+                and manifest.get("params") == settings.index_params()):
+            return None
+    except IndexProblem:
+        pass
+    embedder = get_embedder(settings.model, settings.batch_size)
+    sources = [str(settings.corpus)]
+    try:
+        return update_index(settings.index, documents, settings, embedder, sources=sources)[1]
+    except IndexProblem as exc:
+        log.warning("rebuilding the default index: %s", exc)
+        return update_index(settings.index, documents, settings, embedder, rebuild=True, sources=sources)[1]
+
+
+def index_paths(
+    paths: Sequence[str | os.PathLike],
+    *,
+    index: str | os.PathLike | None = None,
+    settings: Settings | None = None,
+    rebuild: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> tuple[BuildReport, list[Skipped]]:
+    """Index (or incrementally update) the reports under ``paths``."""
+    settings = settings or Settings.from_env()
+    path = Path(index) if index is not None else settings.index
+    documents, skipped = load_corpus(list(paths))
+    if not documents:
+        raise ValueError("no readable documents under " + ", ".join(str(p) for p in paths))
+    embedder = get_embedder(settings.model, settings.batch_size)
+    _, report = update_index(path, documents, settings, embedder, rebuild=rebuild,
+                             sources=[str(Path(p).resolve()) for p in paths], progress=progress)
+    return report, skipped
+
+
+def open_index(index: str | os.PathLike | None = None, settings: Settings | None = None) -> Index:
+    """The loaded index (for listing documents and reading their text)."""
+    settings = settings or Settings.from_env()
+    return get_engine(index, settings).index
+
+
+def as_retriever(index: str | os.PathLike | None = None, *, k: int | None = None, settings: Settings | None = None):
+    """The index as a llama-index ``BaseRetriever`` yielding ``NodeWithScore`` with offsets."""
+    settings = settings or Settings.from_env()
+    return as_llama_retriever(get_engine(index, settings).retriever, k)
+
+
+def search(question: str, *, index: str | os.PathLike | None = None, settings: Settings | None = None,
+           k: int | None = None, mode: str = "hybrid", doc_ids: Sequence[str] | None = None):
+    """Retrieved passages only (no answer), for evaluation and inspection."""
+    settings = settings or Settings.from_env()
+    engine = get_engine(index, settings)
+    return engine.retriever.search(Query(question), k or settings.top_k, mode=mode, doc_ids=doc_ids)
+
+
+def _generation(path: Path) -> str | None:
+    try:
+        return (path / "CURRENT").read_text().strip()
+    except OSError:
+        return None
+

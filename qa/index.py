@@ -1,0 +1,463 @@
+"""The on-disk index: FAISS over passage vectors, BM25 over passage terms, and tables.
+
+Layout of ``indexes/<name>/``::
+
+    CURRENT          name of the live generation (replaced atomically)
+    gen-<stamp>/     manifest.json, documents.jsonl, passages.npy, sentences.npy,
+                     passage_vectors.npy, sentence_vectors.npy, dense.faiss, bm25/, terms.json
+
+A save writes a new generation beside the live one and then swaps ``CURRENT`` with
+``os.replace``, so a run killed at any moment leaves the previous index loadable.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from qa.chunk import chunk_document
+from qa.embed import Embedder
+from qa.settings import Settings
+from qa.types import Document, Page, Passage
+
+FORMAT_VERSION = 1
+# passages.npy columns and sentences.npy columns
+P_DOC, P_START, P_END, P_PAGE, P_FIRST, P_LAST = range(6)
+S_DOC, S_START, S_END, S_PAGE = range(4)
+NO_PAGE = -1
+BM25_K1, BM25_B = 0.9, 0.4  # Anserini's defaults, the reference figures' parameters
+
+Progress = Callable[[str, int, int], None]
+
+
+class IndexProblem(RuntimeError):
+    """Base of index problems; every message says how to fix it."""
+
+
+class IndexNotFound(IndexProblem):
+    """No index at the path."""
+
+
+class IndexMismatch(IndexProblem):
+    """The index was built under other settings (model, chunking, format)."""
+
+
+class IndexCorrupt(IndexProblem):
+    """A file of the index is missing, truncated or unreadable."""
+
+
+@dataclass
+class BuildReport:
+    """What an (incremental) build did; ``embedded_*`` count fresh model work."""
+
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    embedded_passages: int = 0
+    embedded_sentences: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class Index:
+    """A loaded index: documents, passage/sentence tables, vectors, FAISS and BM25."""
+
+    manifest: dict
+    documents: list[Document]
+    passages: np.ndarray
+    sentences: np.ndarray
+    passage_vectors: np.ndarray
+    sentence_vectors: np.ndarray
+    dense: object
+    keyword: object
+    vocab: dict[str, int]
+    doc_freq: np.ndarray
+    path: Path | None = None
+    doc_pos: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.doc_pos = {d.doc_id: i for i, d in enumerate(self.documents)}
+
+    def passage(self, row: int, score: float = 0.0) -> Passage:
+        """The passage at ``row`` as a record, its text cut from its document."""
+        doc_i, start, end, page = (int(x) for x in self.passages[row, :4])
+        doc = self.documents[doc_i]
+        return Passage(row, doc.doc_id, start, end, doc.text[start:end],
+                       None if page == NO_PAGE else page, float(score))
+
+    def sentence_rows(self, row: int) -> range:
+        """Rows of the sentences that make up passage ``row``."""
+        return range(int(self.passages[row, P_FIRST]), int(self.passages[row, P_LAST]))
+
+    def sentence_text(self, row: int) -> str:
+        doc_i, start, end = (int(x) for x in self.sentences[row, :3])
+        return self.documents[doc_i].text[start:end]
+
+    def rows_of_documents(self, doc_ids: Sequence[str]) -> np.ndarray:
+        """Passage rows belonging to ``doc_ids`` (unknown ids are ignored)."""
+        wanted = np.array([self.doc_pos[d] for d in doc_ids if d in self.doc_pos], dtype=np.int64)
+        return np.flatnonzero(np.isin(self.passages[:, P_DOC], wanted))
+
+
+# ---------------------------------------------------------------- terms
+
+
+_ACRONYM = re.compile(r"\b(?:[A-Za-z]\.){2,}")
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+_stemmer = None
+
+
+def terms(text: str) -> list[str]:
+    """Stemmed, lower-cased content words; "P.M.F." and "PMF" both become ``pmf``."""
+    global _stemmer
+    if _stemmer is None:
+        import Stemmer
+
+        _stemmer = Stemmer.Stemmer("english")
+    text = _ACRONYM.sub(lambda m: m.group(0).replace(".", "") + " ", text)
+    words = [w for w in _WORD.findall(text.lower()) if len(w) > 1 and w not in STOPWORDS]
+    return _stemmer.stemWords(words)
+
+
+STOPWORDS = frozenset(
+    """a about above after again against al all am an and any are aren as at be because been
+    before being below between both but by can could did do does doing don down during each
+    few for from further had has have having he her here hers herself him himself his how
+    i if in into is it its itself just me more most my myself no nor not now of off on once
+    only or other our ours ourselves out over own same she should so some such than that the
+    their theirs them themselves then there these they this those through to too under until
+    up very was we were what when where which while who whom why will with would you your
+    yours yourself yourselves also said say says""".split()
+)
+
+
+# ---------------------------------------------------------------- build
+
+
+def build_index(
+    documents: Sequence[Document],
+    settings: Settings,
+    embedder: Embedder,
+    previous: Index | None = None,
+    progress: Progress | None = None,
+) -> tuple[Index, BuildReport]:
+    """Chunk and embed ``documents``, reusing vectors of unchanged documents in ``previous``."""
+    started = time.perf_counter()
+    report = BuildReport()
+    old = {d.doc_id: (i, d.fingerprint) for i, d in enumerate(previous.documents)} if previous else {}
+    new_ids = {d.doc_id for d in documents}
+    report.removed = sorted(set(old) - new_ids)
+
+    doc_blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]] = []
+    fresh_p_text: list[str] = []
+    fresh_s_text: list[str] = []
+    fresh_slots: list[tuple[int, int, int]] = []  # (block, n_passages, n_sentences)
+    for doc_i, doc in enumerate(documents):
+        prior = old.get(doc.doc_id)
+        if prior is not None and prior[1] == doc.fingerprint and previous is not None:
+            p_rows = np.flatnonzero(previous.passages[:, P_DOC] == prior[0])
+            s_rows = np.flatnonzero(previous.sentences[:, S_DOC] == prior[0])
+            p_tab = previous.passages[p_rows].copy()
+            s_tab = previous.sentences[s_rows].copy()
+            p_tab[:, P_DOC] = doc_i
+            s_tab[:, S_DOC] = doc_i
+            shift = (s_rows[0] if len(s_rows) else 0)
+            p_tab[:, P_FIRST] -= shift
+            p_tab[:, P_LAST] -= shift
+            doc_blocks.append((p_tab, s_tab, previous.passage_vectors[p_rows], previous.sentence_vectors[s_rows]))
+            report.unchanged += 1
+            continue
+        (report.changed if prior is not None else report.added).append(doc.doc_id)
+        sentences, spans = chunk_document(doc, settings.chunk_chars, settings.chunk_overlap)
+        s_tab = np.array([[doc_i, s.start, s.end, NO_PAGE if s.page is None else s.page] for s in sentences],
+                         dtype=np.int64).reshape(-1, 4)
+        p_tab = np.array([[doc_i, p.start, p.end, NO_PAGE if p.page is None else p.page, p.first, p.last]
+                          for p in spans], dtype=np.int64).reshape(-1, 6)
+        fresh_slots.append((len(doc_blocks), len(spans), len(sentences)))
+        fresh_p_text.extend(doc.text[p.start:p.end] for p in spans)
+        fresh_s_text.extend(doc.text[s.start:s.end] for s in sentences)
+        doc_blocks.append((p_tab, s_tab, None, None))
+        if progress:
+            progress("chunking", doc_i + 1, len(documents))
+
+    p_vecs, s_vecs = _embed_unique(embedder, fresh_p_text, fresh_s_text, settings.batch_size, progress)
+    report.embedded_passages, report.embedded_sentences = len(fresh_p_text), len(fresh_s_text)
+    p_off = s_off = 0
+    for block, n_p, n_s in fresh_slots:
+        p_tab, s_tab, _, _ = doc_blocks[block]
+        doc_blocks[block] = (p_tab, s_tab, p_vecs[p_off:p_off + n_p], s_vecs[s_off:s_off + n_s])
+        p_off += n_p
+        s_off += n_s
+
+    dim = embedder.dim
+    passages, sentences = _concat_tables(doc_blocks)
+    passage_vectors = _stack([b[2] for b in doc_blocks], dim)
+    sentence_vectors = _stack([b[3] for b in doc_blocks], dim)
+    texts = (documents[int(r[P_DOC])].text[int(r[P_START]):int(r[P_END])] for r in passages)
+    keyword, vocab, doc_freq = _keyword_index(texts)
+    manifest = {
+        "format": FORMAT_VERSION,
+        "params": settings.index_params(),
+        "dimension": dim,
+        "documents": {d.doc_id: d.fingerprint for d in documents},
+        "passages": int(len(passages)),
+        "sentences": int(len(sentences)),
+        "dense": "flat-ip",
+        "bm25": {"k1": BM25_K1, "b": BM25_B},
+        "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    index = Index(manifest, list(documents), passages, sentences, passage_vectors, sentence_vectors,
+                  _dense_index(passage_vectors), keyword, vocab, doc_freq)
+    report.seconds = time.perf_counter() - started
+    return index, report
+
+
+def _embed_unique(embedder: Embedder, p_text: list[str], s_text: list[str], batch_size: int,
+                  progress: Progress | None) -> tuple[np.ndarray, np.ndarray]:
+    """Embed each distinct text once, longest first in fixed blocks for a steady progress bar."""
+    unique = list(dict.fromkeys(p_text + s_text))
+    order = sorted(range(len(unique)), key=lambda i: -len(unique[i]))
+    vectors = np.zeros((len(unique), embedder.dim), dtype=np.float32)
+    block = max(batch_size * 8, 256)
+    for lo in range(0, len(order), block):
+        rows = order[lo:lo + block]
+        vectors[rows] = embedder.encode([unique[i] for i in rows], batch_size=batch_size)
+        if progress:
+            progress("embedding", min(lo + block, len(order)), len(order))
+    pos = {t: i for i, t in enumerate(unique)}
+    take = lambda texts: vectors[[pos[t] for t in texts]] if texts else np.zeros((0, embedder.dim), np.float32)
+    return take(p_text), take(s_text)
+
+
+def _concat_tables(blocks: list) -> tuple[np.ndarray, np.ndarray]:
+    p_parts, s_parts = [], []
+    s_base = 0
+    for p_tab, s_tab, _, _ in blocks:
+        p_tab = p_tab.copy()
+        p_tab[:, P_FIRST] += s_base
+        p_tab[:, P_LAST] += s_base
+        p_parts.append(p_tab)
+        s_parts.append(s_tab)
+        s_base += len(s_tab)
+    passages = np.concatenate(p_parts) if p_parts else np.zeros((0, 6), np.int64)
+    sentences = np.concatenate(s_parts) if s_parts else np.zeros((0, 4), np.int64)
+    return passages, sentences
+
+
+def _stack(parts: list, dim: int) -> np.ndarray:
+    parts = [p for p in parts if p is not None and len(p)]
+    return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32) if parts else np.zeros((0, dim), np.float32)
+
+
+def _dense_index(vectors: np.ndarray):
+    import faiss
+
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    if len(vectors):
+        index.add(vectors)
+    return index
+
+
+def _keyword_index(texts: Iterator[str]):
+    import bm25s
+
+    tokens = [terms(t) or [""] for t in texts]
+    retriever = bm25s.BM25(k1=BM25_K1, b=BM25_B)
+    if tokens:
+        retriever.index(tokens, show_progress=False)
+    vocab: dict[str, int] = {}
+    counts: Counter[str] = Counter()
+    for toks in tokens:
+        counts.update(set(toks))
+    for term in counts:
+        vocab[term] = len(vocab)
+    doc_freq = np.array([counts[t] for t in vocab], dtype=np.int64)
+    return retriever, vocab, doc_freq
+
+
+# ---------------------------------------------------------------- save / load
+
+
+def save_index(index: Index, path: Path) -> Path:
+    """Write ``index`` as a new generation under ``path`` and make it live atomically."""
+    import faiss
+
+    path.mkdir(parents=True, exist_ok=True)
+    gen = path / f"gen-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{time.monotonic_ns() % 10**9}"
+    gen.mkdir()
+    with open(gen / "documents.jsonl", "w", encoding="utf-8") as fh:
+        for d in index.documents:
+            fh.write(json.dumps({"doc_id": d.doc_id, "title": d.title, "fingerprint": d.fingerprint,
+                                 "pages": [[p.number, p.start, p.end] for p in d.pages], "text": d.text},
+                                ensure_ascii=False) + "\n")
+    np.save(gen / "passages.npy", index.passages)
+    np.save(gen / "sentences.npy", index.sentences)
+    np.save(gen / "passage_vectors.npy", index.passage_vectors)
+    np.save(gen / "sentence_vectors.npy", index.sentence_vectors)
+    faiss.write_index(index.dense, str(gen / "dense.faiss"))
+    if index.manifest["passages"]:
+        index.keyword.save(str(gen / "bm25"), show_progress=False)
+    np.save(gen / "doc_freq.npy", index.doc_freq)
+    (gen / "terms.json").write_text(json.dumps(list(index.vocab)), encoding="utf-8")
+    manifest = dict(index.manifest)
+    manifest["files"] = {str(f.relative_to(gen)): f.stat().st_size for f in sorted(gen.rglob("*")) if f.is_file()}
+    (gen / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    _fsync_tree(gen)
+    pointer = path / "CURRENT.tmp"
+    with open(pointer, "w") as fh:
+        fh.write(gen.name)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(pointer, path / "CURRENT")
+    _fsync_dir(path)
+    for stale in path.glob("gen-*"):
+        if stale.name != gen.name:
+            shutil.rmtree(stale, ignore_errors=True)
+    index.path = path
+    return gen
+
+
+def read_manifest(path: Path) -> tuple[Path, dict]:
+    """The live generation's directory and manifest, or a clear error."""
+    current = path / "CURRENT"
+    if not current.exists():
+        raise IndexNotFound(f"no index at {path}: build it with `qa index CORPUS --index {path}`")
+    gen = path / current.read_text().strip()
+    try:
+        manifest = json.loads((gen / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise IndexCorrupt(_corrupt(path, f"unreadable manifest ({exc})")) from exc
+    return gen, manifest
+
+
+def check_compatible(manifest: dict, settings: Settings, path: Path) -> None:
+    """Refuse an index built with another model, chunking or format."""
+    if manifest.get("format") != FORMAT_VERSION:
+        raise IndexMismatch(f"index at {path} has format {manifest.get('format')}, this version reads "
+                            f"{FORMAT_VERSION}: rebuild it with `qa index CORPUS --index {path} --rebuild`")
+    want = settings.index_params()
+    have = manifest.get("params", {})
+    diffs = [f"{k}: index has {have.get(k)!r}, settings ask {v!r}" for k, v in want.items() if have.get(k) != v]
+    if diffs:
+        raise IndexMismatch(f"index at {path} was built with other settings ({'; '.join(diffs)}): "
+                            f"rebuild it with `qa index CORPUS --index {path} --rebuild`, "
+                            f"or use the settings it was built with")
+
+
+def load_index(path: Path, settings: Settings, *, mmap: bool = True) -> Index:
+    """Load the live generation at ``path``; mismatch or corruption raise with a rebuild hint."""
+    import bm25s
+    import faiss
+
+    gen, manifest = read_manifest(path)
+    check_compatible(manifest, settings, path)
+    for name, size in manifest.get("files", {}).items():
+        f = gen / name
+        if not f.exists() or f.stat().st_size != size:
+            raise IndexCorrupt(_corrupt(path, f"{name} is missing or has the wrong size"))
+    try:
+        documents = []
+        with open(gen / "documents.jsonl", encoding="utf-8") as fh:
+            for line in fh:
+                r = json.loads(line)
+                documents.append(Document(r["doc_id"], r["text"], tuple(Page(*p) for p in r["pages"]),
+                                          r["title"], r["fingerprint"]))
+        mode = "r" if mmap else None
+        passages = np.load(gen / "passages.npy")
+        sentences = np.load(gen / "sentences.npy")
+        p_vecs = np.load(gen / "passage_vectors.npy", mmap_mode=mode)
+        s_vecs = np.load(gen / "sentence_vectors.npy", mmap_mode=mode)
+        dense = faiss.read_index(str(gen / "dense.faiss"))
+        if manifest["passages"]:
+            keyword = bm25s.BM25.load(str(gen / "bm25"), mmap=mmap, show_progress=False)
+        else:
+            keyword = bm25s.BM25(k1=BM25_K1, b=BM25_B)
+        vocab = {t: i for i, t in enumerate(json.loads((gen / "terms.json").read_text(encoding="utf-8")))}
+        doc_freq = np.load(gen / "doc_freq.npy")
+    except Exception as exc:  # numpy, faiss, json and bm25s each raise their own kinds
+        raise IndexCorrupt(_corrupt(path, f"{type(exc).__name__}: {exc}")) from exc
+    shapes_ok = (
+        len(documents) == len(manifest["documents"])
+        and passages.shape == (manifest["passages"], 6)
+        and sentences.shape == (manifest["sentences"], 4)
+        and p_vecs.shape == (manifest["passages"], manifest["dimension"])
+        and s_vecs.shape == (manifest["sentences"], manifest["dimension"])
+        and dense.ntotal == manifest["passages"]
+        and len(vocab) == len(doc_freq)
+    )
+    if not shapes_ok:
+        raise IndexCorrupt(_corrupt(path, "tables and vectors disagree with the manifest"))
+    return Index(manifest, documents, passages, sentences, p_vecs, s_vecs, dense, keyword, vocab, doc_freq, path)
+
+
+def update_index(
+    path: Path,
+    documents: Sequence[Document],
+    settings: Settings,
+    embedder: Embedder,
+    *,
+    rebuild: bool = False,
+    sources: Sequence[str] = (),
+    progress: Progress | None = None,
+) -> tuple[Index, BuildReport]:
+    """Bring the index at ``path`` up to ``documents``: embed only new or changed ones."""
+    with index_lock(path):
+        previous = None
+        if not rebuild:
+            try:
+                previous = load_index(path, settings, mmap=False)
+            except IndexNotFound:
+                previous = None
+        index, report = build_index(documents, settings, embedder, previous, progress)
+        index.manifest["sources"] = [str(s) for s in sources]
+        if previous is None or report.added or report.changed or report.removed \
+                or previous.manifest.get("sources") != index.manifest["sources"]:
+            save_index(index, path)
+        else:
+            index = previous
+        index.path = path
+        return index, report
+
+
+@contextlib.contextmanager
+def index_lock(path: Path) -> Iterator[None]:
+    """One writer per index at a time, across processes."""
+    path.mkdir(parents=True, exist_ok=True)
+    with open(path / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _corrupt(path: Path, why: str) -> str:
+    return f"index at {path} is corrupt: {why}; rebuild it with `qa index CORPUS --index {path} --rebuild`"
+
+
+def _fsync_tree(root: Path) -> None:
+    for f in root.rglob("*"):
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    for d in [root, *[p for p in root.rglob("*") if p.is_dir()]]:
+        _fsync_dir(d)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,189 @@
+"""Hybrid retrieval: FAISS dense search and BM25 fused by reciprocal rank.
+
+Also turns a follow-up question plus chat history into a retrieval query, and exposes
+the index as a llama-index retriever.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from qa.embed import Embedder
+from qa.index import Index, terms
+from qa.settings import Settings
+from qa.types import Passage
+
+_MARKER = re.compile(r"\s*\[\d+\]")
+_ANAPHORA = re.compile(
+    r"\b(he|him|his|she|her|hers|they|them|their|theirs|it|its|this|that|these|those|there|"
+    r"former|latter|same|such|other|else|also|then)\b",
+    re.IGNORECASE,
+)
+_CONTINUATION = re.compile(r"^\s*(and|but|or|so|what about|how about|why|what else)\b", re.IGNORECASE)
+MODES = ("hybrid", "dense", "bm25")
+
+
+@dataclass(frozen=True)
+class Query:
+    """A question ready for retrieval: its own text plus what the history adds."""
+
+    question: str
+    context: str = ""
+
+    @property
+    def text(self) -> str:
+        return f"{self.question} ({self.context})" if self.context else self.question
+
+
+def resolve_query(question: str, history: Sequence[dict] | None) -> Query:
+    """Attach the last exchange to a follow-up that leans on it ("What did he ask…?").
+
+    A question that names no one it refers back to is left alone, so a topic switch
+    mid-conversation is not dragged back to the previous topic.
+    """
+    if not history or not _is_follow_up(question):
+        return Query(question)
+    last_user = next((m for m in reversed(history) if m.get("role") == "user"), None)
+    last_bot = next((m for m in reversed(history) if m.get("role") == "assistant"), None)
+    parts = []
+    if last_user:
+        parts.append(_content_text(last_user.get("content")))
+    if last_bot:
+        answer = _content_text(last_bot.get("content"))
+        answer = answer.split("\n\nSources", 1)[0]
+        if not answer.startswith(NOT_FOUND_PREFIX):
+            parts.append(_MARKER.sub("", answer))
+    context = " ".join(p.strip() for p in parts if p and p.strip())
+    return Query(question, context[:2000])
+
+
+NOT_FOUND_PREFIX = "The reports do not say"
+
+
+def _is_follow_up(question: str) -> bool:
+    return bool(_ANAPHORA.search(question) or _CONTINUATION.search(question) or len(terms(question)) <= 1)
+
+
+def _content_text(content: object) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # Gradio/OpenAI multi-part content
+        return " ".join(_content_text(c.get("text", "") if isinstance(c, dict) else c) for c in content)
+    if isinstance(content, dict):
+        return str(content.get("text", ""))
+    return "" if content is None else str(content)
+
+
+class Retriever:
+    """Dense, keyword and fused search over one loaded :class:`Index`."""
+
+    def __init__(self, index: Index, embedder: Embedder, settings: Settings) -> None:
+        self.index = index
+        self.embedder = embedder
+        self.settings = settings
+
+    def embed_query(self, query: Query) -> np.ndarray:
+        """The query vector; history context pulls it part of the way."""
+        if not query.context:
+            return self.embedder.encode([query.question])[0]
+        q, c = self.embedder.encode([query.question, query.context])
+        v = q + 0.5 * c
+        return (v / max(float(np.linalg.norm(v)), 1e-9)).astype(np.float32)
+
+    def query_terms(self, query: Query) -> list[str]:
+        seen = terms(query.question)
+        return seen + [t for t in dict.fromkeys(terms(query.context)) if t not in seen]
+
+    def search(
+        self,
+        query: Query,
+        k: int | None = None,
+        *,
+        doc_ids: Sequence[str] | None = None,
+        mode: str = "hybrid",
+        vector: np.ndarray | None = None,
+    ) -> list[Passage]:
+        """Top-``k`` passages; ``doc_ids`` restricts the search to those documents."""
+        k = k or self.settings.top_k
+        if mode not in MODES:
+            raise ValueError(f"unknown retrieval mode {mode!r}; use one of {', '.join(MODES)}")
+        rows = None if doc_ids is None else self.index.rows_of_documents(doc_ids)
+        if rows is not None and len(rows) == 0:
+            return []
+        n = max(self.settings.candidates, k)
+        ranked: list[list[tuple[int, float]]] = []
+        if mode in ("hybrid", "dense"):
+            vec = self.embed_query(query) if vector is None else vector
+            ranked.append(self.dense(vec, n, rows))
+        if mode in ("hybrid", "bm25"):
+            ranked.append(self.keyword(self.query_terms(query), n, rows))
+        fused = ranked[0] if len(ranked) == 1 else reciprocal_rank_fusion(ranked, self.settings.rrf_k)
+        return [self.index.passage(row, score) for row, score in fused[:k]]
+
+    def dense(self, vector: np.ndarray, n: int, rows: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """Passage rows by inner product with ``vector``, best first."""
+        total = self.index.dense.ntotal
+        if total == 0:
+            return []
+        n = min(n, total if rows is None else len(rows))
+        params = None
+        if rows is not None:
+            import faiss
+
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(rows.astype(np.int64)))
+        scores, ids = self.index.dense.search(vector.reshape(1, -1).astype(np.float32), n, params=params)
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+
+    def keyword(self, query_terms: list[str], n: int, rows: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """Passage rows by BM25 score, best first; passages sharing no term are left out."""
+        bm25 = self.index.keyword
+        known = [t for t in query_terms if t in bm25.vocab_dict]
+        total = len(self.index.passages)
+        if not known or total == 0:
+            return []
+        mask = None
+        if rows is not None:
+            mask = np.zeros(total, dtype=np.float32)
+            mask[rows] = 1
+        ids, scores = bm25.retrieve([known], k=min(n, total), show_progress=False, weight_mask=mask, n_threads=1)
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if s > 0]
+
+
+def reciprocal_rank_fusion(rankings: Sequence[Sequence[tuple[int, float]]], k: int = 60,
+                           weights: Sequence[float] | None = None) -> list[tuple[int, float]]:
+    """Cormack et al.'s RRF: sum of ``w / (k + rank)`` over the rankings, best first."""
+    weights = weights or [1.0] * len(rankings)
+    fused: dict[int, float] = {}
+    for ranking, w in zip(rankings, weights):
+        for rank, (row, _) in enumerate(ranking, start=1):
+            fused[row] = fused.get(row, 0.0) + w / (k + rank)
+    return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
+
+
+def as_llama_retriever(retriever: Retriever, k: int | None = None):
+    """A llama-index ``BaseRetriever`` over this index; offsets travel in node metadata."""
+    from llama_index.core.retrievers import BaseRetriever
+    from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+
+    class QARetriever(BaseRetriever):
+        """Hybrid FAISS + BM25 retrieval from a ``qa`` index."""
+
+        def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+            hits = retriever.search(Query(query_bundle.query_str), k)
+            return [
+                NodeWithScore(
+                    node=TextNode(
+                        id_=f"{p.doc_id}:{p.start}-{p.end}",
+                        text=p.text,
+                        metadata={"doc_id": p.doc_id, "start": p.start, "end": p.end, "page": p.page},
+                    ),
+                    score=p.score,
+                )
+                for p in hits
+            ]
+
+    return QARetriever()
+
