@@ -1,0 +1,155 @@
+"""The ``qa`` command: thin wrappers over the API (index, ask, eval, chat, bench)."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from typing import Sequence
+
+from qa.settings import Settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``qa`` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="qa: %(levelname)s: %(message)s")
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        settings = Settings.from_env(
+            index=getattr(args, "index", None),
+            top_k=getattr(args, "k", None),
+            llm=getattr(args, "llm", None),
+        )
+        return args.func(args, settings)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except ValueError as exc:
+        print(f"qa: error: {exc}", file=sys.stderr)
+        return 2
+    except (RuntimeError, OSError) as exc:
+        print(f"qa: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qa", description="Answer questions about reports, with citations.")
+    sub = parser.add_subparsers(dest="command")
+
+    p = sub.add_parser("index", help="index reports (incremental: only new or changed files are embedded)")
+    p.add_argument("paths", nargs="*", help="files or folders (default: the seed corpus)")
+    p.add_argument("--index", help="index directory (default: indexes/default or QA_INDEX)")
+    p.add_argument("--rebuild", action="store_true", help="ignore the existing index and build from scratch")
+    p.set_defaults(func=_cmd_index)
+
+    p = sub.add_parser("ask", help="answer a question with citations")
+    p.add_argument("question")
+    p.add_argument("--index")
+    p.add_argument("--k", type=int, help="passages to retrieve")
+    p.add_argument("--doc", action="append", dest="docs", help="restrict to this document id (repeatable)")
+    p.add_argument("--llm", help="none | local | openai:MODEL | ollama:MODEL")
+    p.add_argument("--json", action="store_true", help="print the answer as JSON")
+    p.set_defaults(func=_cmd_ask)
+
+    p = sub.add_parser("eval", help="measure answers, citations, retrieval and abstention")
+    p.add_argument("path", nargs="?", help="eval set (.jsonl) or a benchmark folder (default: eval/seeds.jsonl)")
+    p.add_argument("--index")
+    p.add_argument("--k", type=int)
+    p.add_argument("--llm")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on the last line")
+    p.add_argument("--out", help="write summary.json, per-item items.jsonl, report.md and chart.png here")
+    p.add_argument("--compare", help="a previous summary.json to diff against")
+    p.add_argument("--limit", type=int, help="only the first N items / questions")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("chat", help="serve the chat UI")
+    p.add_argument("--index")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--llm")
+    p.set_defaults(func=_cmd_chat)
+    return parser
+
+
+def _cmd_index(args: argparse.Namespace, settings: Settings) -> int:
+    from qa.api import index_paths
+
+    paths = args.paths or [str(settings.corpus)]
+    report, skipped = index_paths(paths, settings=settings, rebuild=args.rebuild, progress=_tqdm_progress())
+    for s in skipped:
+        print(f"skipped {s.path}: {s.reason}", file=sys.stderr)
+    print(f"indexed into {settings.index}: {len(report.added)} added, {len(report.changed)} changed, "
+          f"{len(report.removed)} removed, {report.unchanged} unchanged; embedded {report.embedded_passages} "
+          f"passages and {report.embedded_sentences} sentences in {report.seconds:.1f}s")
+    return 0
+
+
+def _cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
+    from qa.api import answer
+
+    result = answer(args.question, index=settings.index if args.index else None, settings=settings,
+                    doc_ids=args.docs)
+    if args.json:
+        print(json.dumps(answer_json(result), ensure_ascii=False))
+        return 0
+    print(result.text)
+    if result.notice and result.mode != "extractive":
+        print(f"\n({result.notice})")
+    if result.citations:
+        print("\nSources:")
+        for n, c in enumerate(result.citations, start=1):
+            where = f"{c.doc_id}" + (f", page {c.page}" if c.page is not None else "") + f", chars {c.start}-{c.end}"
+            print(f"[{n}] {where}\n    “{c.quote}”")
+    return 0
+
+
+def answer_json(result) -> dict:
+    """The JSON shape of an answer for ``qa ask --json``."""
+    return {
+        "text": result.text,
+        "abstained": result.abstained,
+        "citations": [dataclasses.asdict(c) for c in result.citations],
+        "support": result.support,
+        "mode": result.mode,
+        "notice": result.notice,
+    }
+
+
+def _cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
+    from qa.evaluate import run_cli
+
+    return run_cli(args, settings)
+
+
+def _cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
+    from qa.ui import serve
+
+    serve(settings, host=args.host, port=args.port)
+    return 0
+
+
+def _tqdm_progress():
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(total=total, desc=stage, unit="doc" if stage == "chunking" else "text",
+                                     file=sys.stderr, leave=True)
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+if __name__ == "__main__":
+    sys.exit(main())
