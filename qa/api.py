@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from qa.answer import answer_extractive, not_found
+from qa.extractive import answer_extractive, not_found
 from qa.embed import Embedder, get_embedder
 from qa.index import BuildReport, Index, IndexNotFound, IndexProblem, load_index, read_manifest, update_index
 from qa.load import Skipped, load_corpus
@@ -57,7 +57,8 @@ def answer(
     passages = engine.retriever.search(query, top_k or settings.top_k, doc_ids=doc_ids, vector=vector)
     if not passages:
         return not_found(question, query=query.text, why="no indexed passage matches")
-    return answer_extractive(question, query, vector, passages, engine.index, settings)
+    said = next((str(m.get("content")) for m in reversed(history or []) if m.get("role") == "assistant"), "")
+    return answer_extractive(question, query, vector, passages, engine.index, settings, said if query.context else "")
 
 
 def clean_question(question: str, limit: int) -> str:

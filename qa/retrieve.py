@@ -24,6 +24,7 @@ _ANAPHORA = re.compile(
 )
 _CONTINUATION = re.compile(r"^\s*(and|but|or|so|what about|how about|why|what else)\b", re.IGNORECASE)
 MODES = ("hybrid", "dense", "bm25")
+CONTEXT_WEIGHT = 0.3
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ class Retriever:
         if not query.context:
             return self.embedder.encode([query.question])[0]
         q, c = self.embedder.encode([query.question, query.context])
-        v = q + 0.5 * c
+        v = q + CONTEXT_WEIGHT * c
         return (v / max(float(np.linalg.norm(v)), 1e-9)).astype(np.float32)
 
     def query_terms(self, query: Query) -> list[str]:

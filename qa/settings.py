@@ -38,7 +38,7 @@ class Settings:
     candidates: int = 50
     # Extractive answering; the threshold is calibrated on eval/seeds.jsonl
     # (see eval/README.md), never per question.
-    abstain_below: float = 0.45
+    abstain_below: float = 0.55
     max_sentences: int = 4
     max_question_chars: int = 2000
     llm: str = "none"

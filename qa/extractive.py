@@ -21,28 +21,36 @@ from qa.retrieve import NOT_FOUND_PREFIX, Query
 from qa.settings import Settings
 from qa.types import Answer, Citation, Passage
 
-LEXICAL_WEIGHT = 0.5
-CONTEXT_TERM_WEIGHT = 0.3
-KEEP_RATIO = 0.88
-LIST_KEEP_RATIO = 0.8
+LEXICAL_WEIGHT = 0.8
+CONTEXT_TERM_WEIGHT = 0.2
+KEEP_RATIO = 0.95
+LIST_KEEP_RATIO = 0.85
+REPEAT_FACTOR = 0.7
+COVER_RATIO = 0.6
+COVER_GAIN = 0.25
+UNKNOWN_NAME_PENALTY = 0.12
 MULTIDOC_KEEP_RATIO = 0.75
 
 _QUANTITY = re.compile(r"\b(how (many|much|large|big|long|old|often)|what (number|percentage|share|amount|proportion|size)|"
                        r"what percent)\b", re.IGNORECASE)
-_TIME = re.compile(r"\b(when|what (year|date|day|month|time)|which (year|date|day|month)|since when|how long ago)\b",
+_HOW_MANY = re.compile(r"\bhow many ((?:[\w.’'-]+ ){0,2}?[\w’'-]+?s)\b", re.IGNORECASE)
+_TIME = re.compile(r"^\W*(when|since when)\b|\b(what|which|on what|in what) (year|date|day|month|time)\b|\bhow long ago\b",
                    re.IGNORECASE)
 _NUMBER = re.compile(r"\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|"
                      r"fifty|hundred|thousand|million|billion|dozen|several|half|single|both|first|second|third)\b",
                      re.IGNORECASE)
 _TEMPORAL = re.compile(r"\d|\b(january|february|march|april|may|june|july|august|september|october|november|"
                        r"december|monday|tuesday|wednesday|thursday|friday|saturday|sunday|today|yesterday|"
-                       r"tomorrow|tonight|week|weeks|month|months|year|years|ago|earlier|later|recently|after|"
-                       r"before|during|once|when|now|currently)\b", re.IGNORECASE)
+                       r"tomorrow|tonight|ago|(last|next|this) (week|month|year))\b", re.IGNORECASE)
 _LIST = re.compile(r"\b(list|name all|which (groups|countries|people|leaders|units|organizations|militias|two|three)|"
                    r"what (groups|are|were|two|three|things|steps|demands|countries|organizations)|who are|who were|"
                    r"all the|each of|both)\b", re.IGNORECASE)
 _MULTIDOC = re.compile(r"\b(both (reports|briefs|documents|articles)|each (report|brief|document)|the (two|other) "
                        r"(reports|briefs)|across (the )?(reports|briefs)|in common|compare|differ|both)\b", re.IGNORECASE)
+_WHY = re.compile(r"^\W*why\b|\bfor what reason\b", re.IGNORECASE)
+_CAUSE = re.compile(r"\b(because|due to|since|as a result|in order to|so that|owing to|amid|after|over|reason|"
+                    r"aim|aims|goal|to (avoid|protect|keep|prevent|preserve|fight|run|pursue|join))\b", re.IGNORECASE)
+_WORDS = re.compile(r"[\w’'.-]+")
 _LABEL = re.compile(r"^(Comment|Note|Update|Analysis|Editor's note)\s*:\s*", re.IGNORECASE)
 _PROPER = re.compile(r"(?<![.!?]\s)(?<!^)\b([A-Z][\w’'\-]+(?:\.[A-Z]\.?)*|\d[\d,.]*)")
 
@@ -69,31 +77,56 @@ def not_found(question: str, passages: Sequence[Passage] = (), query: str = "", 
 
 
 def answer_extractive(question: str, query: Query, vector: np.ndarray, passages: Sequence[Passage],
-                      index: Index, settings: Settings) -> Answer:
-    """Compose a cited answer from the best sentences of ``passages``, or abstain."""
-    candidates = score_sentences(query, vector, passages, index)
+                      index: Index, settings: Settings, said: str = "") -> Answer:
+    """Compose a cited answer from the best sentences of ``passages``, or abstain.
+
+    ``said`` is the previous assistant message: a follow-up asks for something new, so
+    sentences already quoted there count for less.
+    """
+    candidates = score_sentences(query, vector, passages, index, said)
     if not candidates:
         return not_found(question, passages, query.text, why="nothing retrieved")
-    best = candidates[0]
-    if best.score < settings.abstain_below:
-        return not_found(question, passages, query.text, best.score, why="weak evidence")
     missing = unknown_names(question, index)
-    if missing:
-        return not_found(question, passages, query.text, best.score,
-                         why=f"the reports never mention {', '.join(missing)}")
-    chosen = choose(question, candidates, settings)
-    wants = _QUANTITY if _QUANTITY.search(question) else _TIME if _TIME.search(question) else None
-    if wants is not None:
-        typed = [c for c in chosen if (_NUMBER if wants is _QUANTITY else _TEMPORAL).search(_text(index, c))]
-        if not typed:
-            return not_found(question, passages, query.text, best.score,
-                             why="no passage gives the number or date asked for")
-        chosen = typed
-    return compose(question, query, chosen, passages, index, best.score)
+    support = candidates[0].score - UNKNOWN_NAME_PENALTY * len(missing)
+    if support < settings.abstain_below:
+        why = f"the reports never mention {', '.join(missing)}" if missing else "weak evidence"
+        return not_found(question, passages, query.text, support, why=why)
+    chosen = choose(question, candidates, index, query, settings)
+    typed = [c for c in chosen if answers_type(question, _text(index, c))]
+    if not typed:
+        return not_found(question, passages, query.text, support,
+                         why="no passage gives the number or date asked for")
+    return compose(question, query, typed, passages, index, support)
 
 
-def score_sentences(query: Query, vector: np.ndarray, passages: Sequence[Passage], index: Index) -> list[Candidate]:
-    """Every sentence of ``passages`` once (with its best-ranked passage), best first."""
+def answers_type(question: str, sentence: str) -> bool:
+    """Whether ``sentence`` can answer a how-many / when question at all."""
+    how_many = _HOW_MANY.search(question)
+    if how_many:
+        noun = terms(how_many.group(1))
+        words = _WORDS.findall(sentence)
+        stems = [terms(w)[:1] or [""] for w in words]
+        for i, stem in enumerate(stems):
+            if noun and stem[0] == noun[-1]:
+                if any(_NUMBER.fullmatch(w) or w[0].isdigit() for w in words[max(0, i - 4):i]):
+                    return True
+        return False
+    if _QUANTITY.search(question):
+        return bool(re.search(r"\d", sentence))
+    if _TIME.search(question):
+        return bool(_TEMPORAL.search(sentence))
+    if _WHY.search(question):
+        return bool(_CAUSE.search(sentence))
+    return True
+
+
+def score_sentences(query: Query, vector: np.ndarray, passages: Sequence[Passage], index: Index,
+                    said: str = "") -> list[Candidate]:
+    """Every sentence of ``passages`` once (with its best-ranked passage), best first.
+
+    A question term found only in the sentence before counts half: report sentences
+    lean on their predecessor ("The alliance consists of …").
+    """
     weights = _term_weights(query, index)
     total = sum(weights.values()) or 1.0
     rows: dict[int, Passage] = {}
@@ -104,24 +137,51 @@ def score_sentences(query: Query, vector: np.ndarray, passages: Sequence[Passage
         return []
     order = np.fromiter(rows, dtype=np.int64)
     dense = np.asarray(index.sentence_vectors[order]) @ vector
+    said_folded = " ".join(said.split())
     out = []
     for row, sim in zip(order.tolist(), dense.tolist()):
         start, end = _trim_label(index, row)
-        sentence_terms = set(terms(index.documents[int(index.sentences[row, 0])].text[start:end]))
-        lexical = sum(w for t, w in weights.items() if t in sentence_terms) / total
+        doc_i = int(index.sentences[row, 0])
+        text = index.documents[doc_i].text
+        own = set(terms(text[start:end]))
+        before = set()
+        if row > 0 and int(index.sentences[row - 1, 0]) == doc_i:
+            before = set(terms(text[int(index.sentences[row - 1, 1]):int(index.sentences[row - 1, 2])]))
+        lexical = sum(w if t in own else 0.5 * w if t in before else 0.0 for t, w in weights.items()) / total
+        score = sim + LEXICAL_WEIGHT * lexical
+        if said_folded and " ".join(text[start:end].split()) in said_folded:
+            score *= REPEAT_FACTOR
         page = int(index.sentences[row, 3])
-        out.append(Candidate(row, rows[row].doc_id, start, end, None if page < 0 else page, rows[row],
-                             sim + LEXICAL_WEIGHT * lexical))
+        out.append(Candidate(row, rows[row].doc_id, start, end, None if page < 0 else page, rows[row], score))
     out.sort(key=lambda c: (-c.score, c.row))
     return out
 
 
-def choose(question: str, candidates: list[Candidate], settings: Settings) -> list[Candidate]:
-    """The best sentence, close runners-up, and for multi-report questions each report's best."""
+def choose(question: str, candidates: list[Candidate], index: Index, query: Query,
+           settings: Settings) -> list[Candidate]:
+    """The best sentence, near ties, and sentences that cover what the best one leaves out.
+
+    A question with several parts ("What did Sistani ask …, and what did Khamenei ask …?")
+    is answered part by part: a further sentence is added when it covers question
+    terms not yet covered, so single-fact questions keep a single citation.
+    """
     best = candidates[0].score
     ratio = LIST_KEEP_RATIO if _LIST.search(question) else KEEP_RATIO
     floor = max(settings.abstain_below, best * ratio)
     chosen = [c for c in candidates if c.score >= floor][: settings.max_sentences]
+    weights = {t: w for t, w in _term_weights(Query(query.question), index).items() if t in index.vocab}
+    total = sum(weights.values())
+    if total:
+        covered = set().union(*(set(terms(_text(index, c))) for c in chosen))
+        for c in candidates:
+            if len(chosen) >= settings.max_sentences or c.score < max(settings.abstain_below, best * COVER_RATIO):
+                break
+            if c in chosen:
+                continue
+            new_terms = set(terms(_text(index, c))) - covered
+            if sum(weights.get(t, 0.0) for t in new_terms) >= COVER_GAIN * total:
+                chosen.append(c)
+                covered |= new_terms
     if _MULTIDOC.search(question):
         have = {c.doc_id for c in chosen}
         for c in candidates:
