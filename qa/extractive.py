@@ -26,6 +26,7 @@ CONTEXT_TERM_WEIGHT = 0.2
 KEEP_RATIO = 0.95
 LIST_KEEP_RATIO = 0.85
 REPEAT_FACTOR = 0.7
+LIST_SHAPE_BONUS = 0.15
 COVER_RATIO = 0.6
 COVER_GAIN = 0.25
 UNKNOWN_NAME_PENALTY = 0.12
@@ -42,7 +43,7 @@ _NUMBER = re.compile(r"\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|el
 _TEMPORAL = re.compile(r"\d|\b(january|february|march|april|may|june|july|august|september|october|november|"
                        r"december|monday|tuesday|wednesday|thursday|friday|saturday|sunday|today|yesterday|"
                        r"tomorrow|tonight|ago|(last|next|this) (week|month|year))\b", re.IGNORECASE)
-_LIST = re.compile(r"\b(list|name all|which (groups|countries|people|leaders|units|organizations|militias|two|three)|"
+_LIST = re.compile(r"\b(list|name all|make up|consist|which (groups|countries|people|leaders|units|organizations|militias|two|three)|"
                    r"what (groups|are|were|two|three|things|steps|demands|countries|organizations)|who are|who were|"
                    r"all the|each of|both)\b", re.IGNORECASE)
 _MULTIDOC = re.compile(r"\b(both (reports|briefs|documents|articles)|each (report|brief|document)|the (two|other) "
@@ -50,6 +51,7 @@ _MULTIDOC = re.compile(r"\b(both (reports|briefs|documents|articles)|each (repor
 _WHY = re.compile(r"^\W*why\b|\bfor what reason\b", re.IGNORECASE)
 _CAUSE = re.compile(r"\b(because|due to|since|as a result|in order to|so that|owing to|amid|after|over|reason|"
                     r"aim|aims|goal|to (avoid|protect|keep|prevent|preserve|fight|run|pursue|join))\b", re.IGNORECASE)
+_ENUMERATION = re.compile(r"[A-Z][\w’'-]*(?: [\w’'-]+){0,3}, (?:and )?[A-Z]")
 _WORDS = re.compile(r"[\w’'.-]+")
 _LABEL = re.compile(r"^(Comment|Note|Update|Analysis|Editor's note)\s*:\s*", re.IGNORECASE)
 _PROPER = re.compile(r"(?<![.!?]\s)(?<!^)\b([A-Z][\w’'\-]+(?:\.[A-Z]\.?)*|\d[\d,.]*)")
@@ -138,6 +140,7 @@ def score_sentences(query: Query, vector: np.ndarray, passages: Sequence[Passage
     order = np.fromiter(rows, dtype=np.int64)
     dense = np.asarray(index.sentence_vectors[order]) @ vector
     said_folded = " ".join(said.split())
+    wants_list = bool(_LIST.search(query.question))
     out = []
     for row, sim in zip(order.tolist(), dense.tolist()):
         start, end = _trim_label(index, row)
@@ -149,6 +152,8 @@ def score_sentences(query: Query, vector: np.ndarray, passages: Sequence[Passage
             before = set(terms(text[int(index.sentences[row - 1, 1]):int(index.sentences[row - 1, 2])]))
         lexical = sum(w if t in own else 0.5 * w if t in before else 0.0 for t, w in weights.items()) / total
         score = sim + LEXICAL_WEIGHT * lexical
+        if wants_list and len(_ENUMERATION.findall(text[start:end])) >= 2:
+            score += LIST_SHAPE_BONUS
         if said_folded and " ".join(text[start:end].split()) in said_folded:
             score *= REPEAT_FACTOR
         page = int(index.sentences[row, 3])

@@ -104,7 +104,9 @@ def decode_text(raw: bytes, path: Path | None = None) -> str:
         pass
     from charset_normalizer import from_bytes
 
-    best = from_bytes(raw).best()
+    matches = from_bytes(raw)
+    # Short Western texts fit several code pages; the commonest one for reports wins ties.
+    best = next((m for m in matches if m.encoding in ("cp1252", "latin_1", "iso8859_15")), None) or matches.best()
     if best is None:
         raise LoadError("undecodable text (not UTF-8, no other encoding fits)")
     text = str(best)

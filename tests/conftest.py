@@ -1,0 +1,90 @@
+"""Shared fixtures: the real bundled model, real FAISS indexes in temporary folders.
+
+Every answer produced in-process is checked for verbatim citations (see ``_verified``).
+"""
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SEEDS = ROOT / "seeds"
+SHARED = ROOT.parent / "shared"
+
+# Tests never touch the repository's indexes/: the default index lives in a temp dir.
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="qa-tests-"))
+os.environ["QA_INDEX"] = str(_SESSION_DIR / "default")
+os.environ["QA_CORPUS"] = str(SEEDS)
+
+import qa  # noqa: E402
+import qa.api  # noqa: E402
+from qa.settings import Settings  # noqa: E402
+
+PRODUCED: list = []
+
+
+def assert_verbatim(result, index=None, settings=None) -> None:
+    """Every citation's quote is the document text at its offsets (and in the file, for files)."""
+    settings = settings or Settings.from_env()
+    idx = qa.api.get_engine(index, settings).index
+    for n, c in enumerate(result.citations, start=1):
+        text = idx.documents[idx.doc_pos[c.doc_id]].text
+        assert text[c.start:c.end] == c.quote, f"[{n}] not verbatim at {c.doc_id}:{c.start}-{c.end}"
+        assert c.quote in c.passage, f"[{n}] quote not inside its passage"
+        assert f"[{n}]" in result.text, f"marker [{n}] missing from the answer text"
+        source = SEEDS / c.doc_id
+        if source.exists():
+            assert source.read_text(encoding="utf-8")[c.start:c.end] == c.quote
+    markers = {int(m) for m in __import__("re").findall(r"\[(\d+)\]", result.text)}
+    assert markers <= set(range(1, len(result.citations) + 1)), "a marker points to no citation"
+
+
+def _verified(fn):
+    @functools.wraps(fn)
+    def wrapper(question, history=None, **kwargs):
+        result = fn(question, history, **kwargs)
+        assert_verbatim(result, kwargs.get("index"), kwargs.get("settings"))
+        PRODUCED.append(result)
+        return result
+
+    return wrapper
+
+
+qa.answer = qa.api.answer = _verified(qa.api.answer)
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from qa.embed import get_embedder
+
+    return get_embedder()
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return Settings.from_env(progress=False)
+
+
+@pytest.fixture(scope="session")
+def seeds_index(embedder, settings) -> Path:
+    """A real index of the seed reports, built once per session."""
+    path = _SESSION_DIR / "seeds"
+    qa.index_paths([SEEDS], index=path, settings=settings)
+    return path
+
+
+@pytest.fixture()
+def corpus(tmp_path) -> Path:
+    """A writable copy of the seed corpus."""
+    target = tmp_path / "corpus"
+    shutil.copytree(SEEDS, target)
+    return target
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_SESSION_DIR, ignore_errors=True)

@@ -1,0 +1,89 @@
+"""Answers from the real model and index: cited, verbatim, abstaining, conversational."""
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+import qa
+from qa import Answer, Citation
+
+A = "000_e8572f977ee04a7c.txt"
+B = "002_476c018fafa87246.txt"
+
+
+def test_default_index_is_built_on_first_use():
+    a = qa.answer("Who will be the spokesperson of the new political alliance?")
+    assert isinstance(a, Answer) and not a.abstained
+    assert "Ahmed al-Asadi" in a.text and "[1]" in a.text
+    c = a.citations[0]
+    assert isinstance(c, Citation) and c.doc_id == A and c.page is None and c.score > 0
+    assert "will serve as the spokesperson for the new political alliance" in c.quote
+
+
+def test_list_question_gathers_every_item(seeds_index, settings):
+    a = qa.answer("Which groups make up the Mujahideen Alliance?", index=seeds_index, settings=settings)
+    for group in ["Harakat al-Nujaba", "Kata’ib Hezbollah", "Kata’ib al-Tiar al-Rasali"]:
+        assert group in a.text
+
+
+def test_question_spanning_both_reports_cites_both(seeds_index, settings):
+    a = qa.answer("What did Sistani ask of P.M.F. forces, and what did Khamenei ask of Abadi?",
+                  index=seeds_index, settings=settings)
+    assert {c.doc_id for c in a.citations} == {A, B}
+    assert "choose between politics and military roles" in a.text and "not to dismantle the P.M.F." in a.text
+
+
+@pytest.mark.parametrize("question", [
+    "How many fighters does the P.M.F. have?",
+    "What is the capital of Australia?",
+    "How many seats did the Mujahideen Alliance win in the May elections?",
+])
+def test_out_of_corpus_questions_abstain(seeds_index, settings, question):
+    a = qa.answer(question, index=seeds_index, settings=settings)
+    assert a.abstained and a.citations == [] and a.text.startswith("The reports do not say")
+
+
+def test_follow_up_is_answered_through_history(seeds_index, settings):
+    first = qa.answer("Who is the head of Asa’ib Ahl al-Haq?", index=seeds_index, settings=settings)
+    history = [{"role": "user", "content": "Who is the head of Asa’ib Ahl al-Haq?"},
+               {"role": "assistant", "content": first.text}]
+    a = qa.answer("What did he say his group would do with its weapons?", history, index=seeds_index,
+                  settings=settings)
+    assert "hand over its heavy and medium weapons" in a.text
+    alone = qa.answer("What did he say his group would do with its weapons?", index=seeds_index, settings=settings)
+    assert alone.query != a.query and "Khazali" in a.query
+
+
+def test_restricting_to_a_document(seeds_index, settings):
+    a = qa.answer("What did Sistani do?", index=seeds_index, settings=settings, doc_ids=[B])
+    assert a.citations and {c.doc_id for c in a.citations} == {B}
+
+
+@pytest.mark.parametrize("question", ["", "   \n\t "])
+def test_empty_question_is_refused(question):
+    with pytest.raises(ValueError, match="empty"):
+        qa.answer(question)
+
+
+def test_huge_question_is_answered_from_a_truncated_query(seeds_index, settings):
+    question = "Who will be the spokesperson of the new political alliance? " + "padding " * 13000
+    assert len(question) > 100_000
+    a = qa.answer(question, index=seeds_index, settings=settings)
+    assert len(a.question) <= settings.max_question_chars
+    assert isinstance(a.abstained, bool)
+
+
+def test_concurrent_calls_get_their_own_answers(seeds_index, settings):
+    questions = ["Who will be the spokesperson of the new political alliance?", "Who heads the IRGC’s elite Quds Force?",
+                 "Which country was Shamkhani most likely referring to as the “Western country”?",
+                 "Who is the secretary general of the Badr Organization?"] * 3
+    expected = {q: qa.answer(q, index=seeds_index, settings=settings).text for q in set(questions)}
+    barrier = threading.Barrier(6)
+
+    def ask(q):
+        barrier.wait(timeout=30) if threading.current_thread().name != "MainThread" else None
+        return q, qa.answer(q, index=seeds_index, settings=settings).text
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        results = list(pool.map(ask, questions))
+    assert all(text == expected[q] for q, text in results)

@@ -1,0 +1,88 @@
+"""Sentence and passage splitting on the seed reports: abbreviation-safe, exact offsets."""
+from pathlib import Path
+
+import pytest
+
+from qa.chunk import chunk_document, split_sentences
+from qa.load import load_corpus
+
+SEEDS = Path(__file__).resolve().parent.parent / "seeds"
+
+
+@pytest.fixture(scope="module")
+def seed_docs():
+    docs, skipped = load_corpus([SEEDS])
+    assert not skipped
+    return {d.doc_id: d for d in docs}
+
+
+def sentences_of(doc):
+    return [doc.text[s:e] for s, e in split_sentences(doc.text)]
+
+
+def test_offsets_are_exact_and_trimmed(seed_docs):
+    for doc in seed_docs.values():
+        spans = split_sentences(doc.text)
+        assert len(spans) > 10
+        for (s, e), (s2, _) in zip(spans, spans[1:] + [(len(doc.text), 0)]):
+            assert doc.text[s:e] == doc.text[s:e].strip()
+            assert e <= s2
+        # nothing but whitespace is left between sentences
+        covered = "".join(doc.text[s:e] for s, e in spans)
+        assert "".join(doc.text.split()) == "".join(covered.split())
+
+
+def test_initialisms_do_not_end_sentences(seed_docs):
+    a = sentences_of(seed_docs["000_e8572f977ee04a7c.txt"])
+    assert ("The A.A.H. commander, who has close ties with Iran’s Revolutionary Guards and Lebanon’s Hezbollah, "
+            "said the group will pursue its political ambitions separate from its military affairs.") in a
+    assert ("Qais al-Khazali, the head of the Asa’ib Ahl al-Haq, called on the Iraqi government to value P.M.F. "
+            "forces as an asset and treat them fairly.") in a
+    assert "In 2014, it was Sistani’s religious edict that resulted in P.M.F.’s creation to fight ISIS." in a
+    for doc in seed_docs.values():
+        for sentence in sentences_of(doc):
+            assert not sentence[0].islower(), sentence
+
+
+def test_initialism_before_a_sentence_starter_ends_the_sentence(seed_docs):
+    b = sentences_of(seed_docs["002_476c018fafa87246.txt"])
+    assert ("With the battle against ISIS nearly over, Tehran has increasingly been pressuring Iraqi leaders not "
+            "to disband the P.M.F.") in b
+    assert "Many powerful units within the P.M.F. are closely aligned with Iran and are more answerable to Tehran than Baghdad." in b
+
+
+def test_us_and_closing_quotes():
+    text = 'The U.S. embassy said it "will stay." U.S. officials agreed. He left the U.S. The talks ended.'
+    got = [text[s:e] for s, e in split_sentences(text)]
+    assert got == ['The U.S. embassy said it "will stay."', "U.S. officials agreed.", "He left the U.S.",
+                   "The talks ended."]
+
+
+def test_closing_quote_stays_with_its_sentence(seed_docs):
+    a = sentences_of(seed_docs["000_e8572f977ee04a7c.txt"])
+    assert any(s.endswith("State of Law coalition.”") for s in a)
+    assert any(s.startswith("Ahmed al-Asadi, who recently resigned") for s in a)
+
+
+def test_passages_pack_whole_sentences_with_overlap(seed_docs):
+    doc = seed_docs["000_e8572f977ee04a7c.txt"]
+    sentences, passages = chunk_document(doc, chunk_chars=600, overlap=1)
+    assert len(passages) > 3
+    for p in passages:
+        assert p.start == sentences[p.first].start and p.end == sentences[p.last - 1].end
+        assert p.end - p.start <= 600 or p.last - p.first == 1
+    for prev, nxt in zip(passages, passages[1:]):
+        assert nxt.first == prev.last - 1  # one shared sentence
+    assert passages[-1].last == len(sentences)
+
+
+def test_pdf_pages_bound_passages(tmp_path):
+    from tests.pdfs import write_pdf
+    from qa.load import load_file
+
+    pdf = write_pdf(tmp_path / "r.pdf", ["Page one talks about the budget. It is large.", "Page two names the chair."])
+    doc = next(load_file(pdf))
+    sentences, passages = chunk_document(doc, 600, 1)
+    assert [s.page for s in sentences] == [1, 1, 2]
+    assert [p.page for p in passages] == [1, 2]
+    assert doc.text[sentences[2].start:sentences[2].end] == "Page two names the chair."

@@ -1,0 +1,99 @@
+"""The eval set and ``qa eval``: gold quotes are real, metrics are computed right, quality holds."""
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from qa.evaluate import load_items, locate, ndcg, recall, run_beir_eval, run_qa_eval
+from qa.load import load_corpus
+
+ROOT = Path(__file__).resolve().parent.parent
+SET = ROOT / "eval" / "seeds.jsonl"
+# Measured floor of the extractive engine (see eval/README.md); a change that lowers any
+# of these fails CI. The issue's target is 0.9 on each: not reached yet.
+FLOOR = {"answer_recall": 0.80, "citation_precision": 0.83, "citation_recall": 0.80, "abstention_recall": 0.6}
+
+
+def test_eval_set_shape_and_verbatim_evidence():
+    items = load_items(SET)
+    docs = {d.doc_id: d.text for d in load_corpus([ROOT / "seeds"])[0]}
+    kinds = Counter(i["kind"] for i in items)
+    assert len(items) >= 60 and len({i["id"] for i in items}) == len(items)
+    assert all(kinds[k] >= 8 for k in ("factoid", "list", "paraphrase", "followup")) and kinds["multidoc"] >= 5
+    assert kinds["unanswerable"] >= 10
+    for item in items:
+        assert set(item) >= {"id", "question", "answers", "evidence", "kind"}
+        if item["kind"] == "unanswerable":
+            assert not item["answers"] and not item["evidence"]
+            continue
+        assert item["answers"] and item["evidence"]
+        for ev in item["evidence"]:
+            assert locate(docs[ev["doc"]], ev["quote"]) is not None, (item["id"], ev["quote"])
+        if item["kind"] == "followup":
+            assert [m["role"] for m in item["history"]] == ["user", "assistant"]
+        if item["kind"] == "multidoc":
+            assert len({ev["doc"] for ev in item["evidence"]}) == 2
+
+
+def test_locate_folds_quotes_and_space():
+    text = "He said “go  now”\nand left."
+    s, e = locate(text, 'said "go now" and')
+    assert text[s:e] == "said “go  now”\nand"
+
+
+def test_ndcg_and_recall_by_hand():
+    assert ndcg(["a", "b"], {"a": 1}, 10) == 1.0
+    assert ndcg(["x", "a"], {"a": 1}, 10) == pytest.approx(1 / 1.5849625, rel=1e-6)
+    assert ndcg(["x"], {"a": 1}, 10) == 0.0
+    assert recall(["a", "x", "b"], {"a": 1, "b": 1, "c": 1}, 2) == pytest.approx(1 / 3)
+
+
+def test_seeds_eval_meets_the_floor(seeds_index, settings):
+    summary, rows = run_qa_eval(SET, settings, index=str(seeds_index), progress=False)
+    assert summary["quote_exact"] == 1.0
+    for key, floor in FLOOR.items():
+        assert summary[key] >= floor, (key, summary[key])
+    assert len(rows) == len(load_items(SET)) and set(summary["by_kind"]) >= {"factoid", "unanswerable"}
+
+
+def test_beir_runner_on_a_tiny_fixture(tmp_path, settings):
+    beir = tmp_path / "tiny"
+    (beir / "qrels").mkdir(parents=True)
+    docs = {"d1": "Aspirin reduces the risk of heart attacks in adults.",
+            "d2": "Vitamin D deficiency is common in northern countries during winter.",
+            "d3": "Regular exercise improves sleep quality and mood.",
+            "d4": "Smoking increases the risk of lung cancer."}
+    (beir / "corpus.jsonl").write_text("\n".join(json.dumps({"_id": k, "title": "", "text": v}) for k, v in docs.items()))
+    queries = {"q1": "Does aspirin prevent heart attacks?", "q2": "Is lack of vitamin D frequent in the north?",
+               "q3": "What causes lung cancer?"}
+    (beir / "queries.jsonl").write_text("\n".join(json.dumps({"_id": k, "text": v}) for k, v in queries.items()))
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\nq3\td4\t1\n")
+    out = run_beir_eval(beir, settings)
+    assert out["queries"] == 3
+    for mode in ("bm25", "dense", "hybrid"):
+        assert out[mode]["ndcg@10"] == 1.0 and out[mode]["recall@100"] == 1.0
+    assert Path(out["index"]).exists()
+
+
+def test_cli_eval_json_and_outputs(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "qa.cli", "eval", "--json", "--limit", "12", "--out", str(tmp_path)],
+                          capture_output=True, text=True, cwd=ROOT, env=os.environ, timeout=600)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    for key in ("answer_recall", "citation_precision", "citation_recall", "quote_exact", "abstention_recall",
+                "abstention_precision", "evidence_recall@k", "latency_p50_ms", "by_kind"):
+        assert key in summary
+    assert summary["quote_exact"] == 1.0
+    assert set(summary["evidence_recall@k"]) == {"1", "3", "5", "10"}
+    for name in ("summary.json", "items.jsonl", "report.md", "chart.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    items = [json.loads(l) for l in (tmp_path / "items.jsonl").read_text().splitlines()]
+    assert len(items) == 12 and all(r["quote_exact"] in (None, 1.0) for r in items)
+    diff = subprocess.run([sys.executable, "-m", "qa.cli", "eval", "--limit", "12", "--compare",
+                           str(tmp_path / "summary.json")], capture_output=True, text=True, cwd=ROOT, env=os.environ)
+    assert diff.returncode == 0 and "+0.0000" in diff.stdout

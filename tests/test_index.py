@@ -1,0 +1,132 @@
+"""The on-disk index: round trip, incremental updates, atomic saves, refusing bad indexes."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import qa
+from qa.index import IndexCorrupt, IndexMismatch, IndexNotFound, load_index
+from qa.retrieve import Query, Retriever
+
+
+def top_k(path, settings, embedder, question, k=5):
+    index = load_index(path, settings)
+    return [(p.doc_id, p.start, p.end) for p in Retriever(index, embedder, settings).search(Query(question), k)]
+
+
+def test_manifest_and_round_trip(seeds_index, settings, embedder):
+    gen = (seeds_index / "CURRENT").read_text()
+    manifest = json.loads((seeds_index / gen / "manifest.json").read_text())
+    assert manifest["params"]["model"] == settings.model and manifest["dimension"] == 384
+    assert manifest["params"]["chunk_chars"] == settings.chunk_chars
+    assert set(manifest["documents"]) == {"000_e8572f977ee04a7c.txt", "002_476c018fafa87246.txt"}
+    index = load_index(seeds_index, settings)
+    assert index.dense.ntotal == manifest["passages"] == len(index.passage_vectors)
+    np.testing.assert_allclose(np.linalg.norm(index.sentence_vectors, axis=1), 1, atol=1e-4)
+    q = "Who will be the spokesperson of the new political alliance?"
+    first = top_k(seeds_index, settings, embedder, q)
+    assert first == top_k(seeds_index, settings, embedder, q) and len(first) == 5
+
+
+def test_incremental_update_embeds_only_changes(corpus, tmp_path, settings):
+    path = tmp_path / "idx"
+    report, _ = qa.index_paths([corpus], index=path, settings=settings)
+    assert len(report.added) == 2 and report.embedded_passages > 0
+    report, _ = qa.index_paths([corpus], index=path, settings=settings)
+    assert report.embedded_passages == report.embedded_sentences == 0 and report.unchanged == 2
+    target = corpus / "002_476c018fafa87246.txt"
+    target.write_text(target.read_text(encoding="utf-8") + "\n\nA new closing line about Basra ports.", encoding="utf-8")
+    (corpus / "new.txt").write_text("The Basra port handled record cargo in March.", encoding="utf-8")
+    (corpus / "000_e8572f977ee04a7c.txt").unlink()
+    report, _ = qa.index_paths([corpus], index=path, settings=settings)
+    assert report.changed == ["002_476c018fafa87246.txt"] and report.added == ["new.txt"]
+    assert report.removed == ["000_e8572f977ee04a7c.txt"] and report.unchanged == 0
+    index = load_index(path, settings)
+    assert sorted(d.doc_id for d in index.documents) == ["002_476c018fafa87246.txt", "new.txt"]
+    # embedded exactly the passages of the two touched documents
+    assert report.embedded_passages == len(index.passages)
+    a = qa.answer("What did the Basra port handle in March?", index=path, settings=settings)
+    assert not a.abstained and a.citations[0].doc_id == "new.txt"
+
+
+def test_unchanged_documents_keep_their_vectors(corpus, tmp_path, settings):
+    path = tmp_path / "idx"
+    qa.index_paths([corpus], index=path, settings=settings)
+    before = load_index(path, settings, mmap=False)
+    (corpus / "extra.txt").write_text("An unrelated note.", encoding="utf-8")
+    report, _ = qa.index_paths([corpus], index=path, settings=settings)
+    assert report.unchanged == 2 and report.embedded_passages == 1
+    after = load_index(path, settings)
+    n = len(before.passage_vectors)
+    np.testing.assert_array_equal(before.passage_vectors, after.passage_vectors[:n])
+
+
+KILL_SCRIPT = r"""
+import sys, time, numpy as np
+import qa.index
+real_save = np.save
+def slow_save(path, arr, *a, **k):
+    real_save(path, arr, *a, **k)
+    print("SAVING", flush=True)
+    time.sleep(60)
+qa.index.np.save = slow_save
+import qa
+from qa.settings import Settings
+qa.index_paths([sys.argv[1]], index=sys.argv[2], settings=Settings.from_env(), rebuild=True)
+"""
+
+
+def test_killed_save_leaves_previous_index_loadable(corpus, tmp_path, settings, embedder):
+    path = tmp_path / "idx"
+    qa.index_paths([corpus], index=path, settings=settings)
+    q = "Who will be the spokesperson of the new political alliance?"
+    before = top_k(path, settings, embedder, q)
+    (corpus / "000_e8572f977ee04a7c.txt").write_text("Replaced text that is different.", encoding="utf-8")
+    # np.save slowed down only so the kill lands mid-save; everything else is the real code path.
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(corpus), str(path)],
+                            stdout=subprocess.PIPE, text=True, env=os.environ)
+    assert proc.stdout.readline().strip() == "SAVING"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert top_k(path, settings, embedder, q) == before
+    report, _ = qa.index_paths([corpus], index=path, settings=settings)  # the next run cleans up
+    assert len(list(path.glob("gen-*"))) == 1 and report.changed == ["000_e8572f977ee04a7c.txt"]
+
+
+def test_corrupt_and_mismatched_indexes_are_refused(corpus, tmp_path, settings):
+    path = tmp_path / "idx"
+    qa.index_paths([corpus], index=path, settings=settings)
+    with pytest.raises(IndexMismatch, match="rebuild"):
+        load_index(path, replace(settings, chunk_chars=300))
+    gen = path / (path / "CURRENT").read_text()
+    vectors = gen / "passage_vectors.npy"
+    vectors.write_bytes(vectors.read_bytes()[:-100])
+    with pytest.raises(IndexCorrupt, match="qa index .*--rebuild"):
+        load_index(path, settings)
+    (gen / "manifest.json").write_text("{not json")
+    with pytest.raises(IndexCorrupt, match="rebuild"):
+        load_index(path, settings)
+    with pytest.raises(IndexNotFound, match="qa index"):
+        load_index(tmp_path / "missing", settings)
+    report, _ = qa.index_paths([corpus], index=path, settings=settings, rebuild=True)
+    assert load_index(path, settings).dense.ntotal > 0
+
+
+def test_llama_index_retriever(seeds_index, settings):
+    from llama_index.core.schema import NodeWithScore
+
+    retriever = qa.as_retriever(seeds_index, k=3, settings=settings)
+    nodes = retriever.retrieve("Who will be the spokesperson of the new political alliance?")
+    assert len(nodes) == 3 and all(isinstance(n, NodeWithScore) for n in nodes)
+    index = qa.open_index(seeds_index, settings)
+    for n in nodes:
+        m = n.node.metadata
+        assert index.documents[index.doc_pos[m["doc_id"]]].text[m["start"]:m["end"]] == n.node.get_content()
+    assert "spokesperson for the new political alliance" in nodes[0].node.get_content()

@@ -1,0 +1,49 @@
+"""Loading every supported format; bad files are skipped with a warning naming them."""
+import json
+import logging
+
+from qa.load import load_corpus
+from tests.pdfs import write_pdf
+
+
+def test_formats_and_bad_files(tmp_path, caplog):
+    (tmp_path / "a.txt").write_text("Plain text report. Second sentence.", encoding="utf-8")
+    (tmp_path / "b.md").write_text("# Title\n\nMarkdown body.", encoding="utf-8")
+    (tmp_path / "c.html").write_text("<html><head><title>T</title><style>p{}</style></head><body><p>Visible "
+                                     "<b>text</b>.</p><script>var hidden=1;</script></body></html>", encoding="utf-8")
+    write_pdf(tmp_path / "d.pdf", ["First page.", "Second page."])
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "latin.txt").write_bytes("Caf\xe9 cr\xe8me na\xefve r\xe9sum\xe9 d\xe9j\xe0 vu.".encode("latin-1"))
+    (tmp_path / "empty.txt").write_text("   \n")
+    (tmp_path / "binary.txt").write_bytes(b"\x00\x01\x02PNG\x00" * 50)
+    (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4\nthis is not a pdf at all")
+    (tmp_path / "notes.xyz").write_text("ignored")
+    with caplog.at_level(logging.WARNING, logger="qa"):
+        docs, skipped = load_corpus([tmp_path])
+    by_id = {d.doc_id: d for d in docs}
+    assert set(by_id) == {"a.txt", "b.md", "c.html", "d.pdf", "sub/latin.txt"}
+    assert by_id["a.txt"].text == "Plain text report. Second sentence."
+    assert by_id["c.html"].text == "Visible\ntext\n." or "Visible" in by_id["c.html"].text
+    assert "hidden" not in by_id["c.html"].text and "p{}" not in by_id["c.html"].text
+    assert by_id["c.html"].title == "T"
+    assert [p.number for p in by_id["d.pdf"].pages] == [1, 2]
+    assert "Café crème" in by_id["sub/latin.txt"].text
+    reasons = {s.path.rsplit("/", 1)[-1]: s.reason for s in skipped}
+    assert set(reasons) == {"empty.txt", "binary.txt", "broken.pdf"}
+    assert "empty" in reasons["empty.txt"] and "binary" in reasons["binary.txt"] and "PDF" in reasons["broken.pdf"]
+    for name in reasons:
+        assert any(name in r.getMessage() for r in caplog.records), name
+
+
+def test_beir_corpus(tmp_path):
+    rows = [{"_id": "d1", "title": "Aspirin", "text": "Aspirin thins blood."}, {"_id": "d2", "title": "", "text": "Only text."}]
+    (tmp_path / "corpus.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    (tmp_path / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "x"}))
+    docs, skipped = load_corpus([tmp_path])
+    assert [d.doc_id for d in docs] == ["d1", "d2"] and not skipped
+    assert docs[0].text == "Aspirin\n\nAspirin thins blood." and docs[1].text == "Only text."
+
+
+def test_missing_path_is_reported(tmp_path):
+    docs, skipped = load_corpus([tmp_path / "nope"])
+    assert not docs and "no such" in skipped[0].reason
