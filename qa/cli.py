@@ -16,6 +16,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="qa: %(levelname)s: %(message)s")
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
@@ -129,7 +130,7 @@ def _cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
     from qa.ui import serve
 
-    serve(settings, host=args.host, port=args.port)
+    serve(settings, settings.index if args.index else None, host=args.host, port=args.port)
     return 0
 
 

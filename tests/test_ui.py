@@ -1,0 +1,141 @@
+"""The chat UI on a real Gradio server: API, and a real Chromium driven by Playwright."""
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+QUESTION = "Who will be the spokesperson of the new political alliance?"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A real ``qa chat`` process on a copy of the seeds."""
+    base = tmp_path_factory.mktemp("ui")
+    corpus = base / "corpus"
+    shutil.copytree(ROOT / "seeds", corpus)
+    port = free_port()
+    env = {**os.environ, "QA_CORPUS": str(corpus), "QA_INDEX": str(base / "index")}
+    log = open(base / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "qa.cli", "chat", "--port", str(port)], cwd=ROOT, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            assert proc.poll() is None, (base / "server.log").read_text()
+            time.sleep(1)
+    else:
+        proc.kill()
+        pytest.fail("server did not start: " + (base / "server.log").read_text())
+    yield {"url": url, "corpus": corpus}
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_api_chat_returns_a_cited_answer(server):
+    from gradio_client import Client
+
+    text = Client(server["url"], verbose=False).predict(QUESTION, api_name="/chat")
+    assert "Ahmed al-Asadi" in text and "[1]" in text
+
+
+def test_ten_simultaneous_chats(server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradio_client import Client
+
+    questions = {"Who heads the IRGC’s elite Quds Force?": "Suleimani", QUESTION: "Asadi",
+                 "Who is the secretary general of the Badr Organization?": "Amiri",
+                 "Which country was Shamkhani most likely referring to as the “Western country”?": "France",
+                 "Whom did Shamkhani meet in Tehran?": "Hamoudi"}
+    asks = list(questions) * 2
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        answers = list(pool.map(lambda q: Client(server["url"], verbose=False).predict(q, api_name="/chat"), asks))
+    for q, text in zip(asks, answers):
+        assert questions[q] in text and "[1]" in text
+
+
+def ask(page, question):
+    count = page.locator(".qa-sources").count()
+    page.locator("#question textarea").fill(question)
+    page.locator("#ask").click()
+    page.wait_for_function(f"document.querySelectorAll('.qa-sources').length > {count}", timeout=60_000)
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is installed by .ci/run")
+def test_browser_chat_citations_reload_and_upload(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(server["url"])
+        ask(page, QUESTION)
+        first = page.locator(".qa-cite").first
+        assert first.inner_text() == "[1]"
+        quote = page.locator(".qa-source mark").first.inner_text()
+        source = (server["corpus"] / "000_e8572f977ee04a7c.txt").read_text(encoding="utf-8")
+        assert quote in source and "Ahmed al-Asadi" in quote
+        target = first.get_attribute("href")
+        first.click()
+        page.wait_for_function(f"location.hash === '{target}'", timeout=10_000)
+        assert page.locator(target).is_visible()
+        page.screenshot(path=str(ARTIFACTS / "ui-answer.png"), full_page=True)
+
+        ask(page, "Which country was Shamkhani most likely referring to as the “Western country”?")
+        assert page.locator(".qa-sources").count() == 2
+        # the first answer still cites its own source, the second its own
+        assert "Ahmed al-Asadi" in page.locator(".qa-sources").nth(0).inner_text()
+        assert "France" in page.locator(".qa-sources").nth(1).inner_text()
+        assert "002_476c018fafa87246.txt" in page.locator(".qa-sources").nth(1).inner_text()
+
+        page.reload()
+        page.wait_for_selector(".qa-sources", timeout=30_000)
+        assert page.locator(".qa-sources").count() == 2
+        assert "Ahmed al-Asadi" in page.locator(".qa-sources").nth(0).locator("mark").inner_text()
+        assert "France" in page.locator(".qa-sources").nth(1).locator("mark").inner_text()
+
+        bad = tmp_path / "../../evil.exe"
+        note = tmp_path / "harbour.txt"
+        note.write_text("The Umm Qasr harbour reopened to grain ships on Tuesday.", encoding="utf-8")
+        page.locator("#upload input[type=file]").set_input_files([str(note)])
+        page.wait_for_function("document.querySelector('#upload-status').innerText.includes('Added')", timeout=120_000)
+        assert (server["corpus"] / "harbour.txt").exists()
+        ask(page, "When did the Umm Qasr harbour reopen?")
+        last = page.locator(".qa-sources").last.inner_text()
+        assert "harbour.txt" in last and "Tuesday" in last
+
+        empty = tmp_path / "empty.txt"
+        empty.write_text("  ")
+        page.locator("#upload input[type=file]").set_input_files([str(empty)])
+        page.wait_for_function("document.querySelector('#upload-status').innerText.includes('Rejected')",
+                               timeout=60_000)
+        assert "empty" in page.locator("#upload-status").inner_text()
+        assert not (server["corpus"] / "empty.txt").exists() and not bad.name in os.listdir(server["corpus"])
+
+        page.locator("#new-conversation").click()
+        page.wait_for_function("document.querySelectorAll('.qa-sources').length === 0", timeout=10_000)
+        page.screenshot(path=str(ARTIFACTS / "ui-final.png"), full_page=True)
+        browser.close()
