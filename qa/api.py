@@ -50,6 +50,8 @@ def answer(
     restricts the answer to those documents.
     """
     settings = settings or Settings.from_env()
+    if settings.llm != "none":
+        raise ValueError(f"answer mode {settings.llm!r} is not available yet: only extractive answers (QA_LLM=none)")
     question = clean_question(question, settings.max_question_chars)
     engine = get_engine(index, settings)
     query = resolve_query(question, history)
@@ -165,3 +167,23 @@ def _generation(path: Path) -> str | None:
     except OSError:
         return None
 
+
+def tqdm_progress() -> Callable[[str, int, int], None]:
+    """A progress callback drawing one tqdm bar per indexing stage on stderr."""
+    import sys
+
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(total=total, desc=stage, unit="doc" if stage == "chunking" else "text",
+                                     file=sys.stderr)
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            bar.close()
+
+    return update

@@ -78,10 +78,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_index(args: argparse.Namespace, settings: Settings) -> int:
-    from qa.api import index_paths
+    from qa.api import index_paths, tqdm_progress
 
     paths = args.paths or [str(settings.corpus)]
-    report, skipped = index_paths(paths, settings=settings, rebuild=args.rebuild, progress=_tqdm_progress())
+    report, skipped = index_paths(paths, settings=settings, rebuild=args.rebuild, progress=tqdm_progress())
     for s in skipped:
         print(f"skipped {s.path}: {s.reason}", file=sys.stderr)
     print(f"indexed into {settings.index}: {len(report.added)} added, {len(report.changed)} changed, "
@@ -132,24 +132,6 @@ def _cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
 
     serve(settings, settings.index if args.index else None, host=args.host, port=args.port)
     return 0
-
-
-def _tqdm_progress():
-    from tqdm import tqdm
-
-    bars: dict[str, tqdm] = {}
-
-    def update(stage: str, done: int, total: int) -> None:
-        bar = bars.get(stage)
-        if bar is None:
-            bar = bars[stage] = tqdm(total=total, desc=stage, unit="doc" if stage == "chunking" else "text",
-                                     file=sys.stderr, leave=True)
-        bar.n = done
-        bar.refresh()
-        if done >= total:
-            bar.close()
-
-    return update
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from qa.api import answer, get_engine, index_paths
+from qa.api import answer, get_engine, index_paths, tqdm_progress
 from qa.index import Index
 from qa.retrieve import resolve_query
 from qa.settings import PROJECT_ROOT, Settings
@@ -178,7 +178,7 @@ def run_beir_eval(path: Path, settings: Settings, *, limit: int | None = None,
                if q["_id"] in qrels}
     ids = sorted(queries)[:limit]
     index_dir = _cache_dir(path, settings)
-    index_paths([path / "corpus.jsonl"], index=index_dir, settings=settings, progress=_progress_bar())
+    index_paths([path / "corpus.jsonl"], index=index_dir, settings=settings, progress=tqdm_progress())
     engine = get_engine(index_dir, settings)
     retriever = engine.retriever
     vectors = engine.embedder.encode([queries[i] for i in ids], batch_size=64)
@@ -338,21 +338,6 @@ def draw_chart(summary: dict, target: Path) -> None:
     fig.tight_layout()
     fig.savefig(target, dpi=100)
     plt.close(fig)
-
-
-def _progress_bar():
-    from tqdm import tqdm
-
-    bars: dict = {}
-
-    def update(stage: str, done: int, total: int) -> None:
-        bar = bars.setdefault(stage, tqdm(total=total, desc=stage, file=sys.stderr))
-        bar.n = done
-        bar.refresh()
-        if done >= total:
-            bar.close()
-
-    return update
 
 
 def _mean(values: Iterable) -> float | None:

@@ -47,7 +47,6 @@ class Settings:
     llm_timeout: float = 60.0
     auth: str | None = None
     upload_max_bytes: int = 20 * 1024 * 1024
-    progress: bool = True
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> "Settings":

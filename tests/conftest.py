@@ -67,7 +67,7 @@ def embedder():
 
 @pytest.fixture(scope="session")
 def settings() -> Settings:
-    return Settings.from_env(progress=False)
+    return Settings.from_env()
 
 
 @pytest.fixture(scope="session")

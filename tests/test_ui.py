@@ -117,7 +117,6 @@ def test_browser_chat_citations_reload_and_upload(server, tmp_path):
         assert "Ahmed al-Asadi" in page.locator(".qa-sources").nth(0).locator("mark").inner_text()
         assert "France" in page.locator(".qa-sources").nth(1).locator("mark").inner_text()
 
-        bad = tmp_path / "../../evil.exe"
         note = tmp_path / "harbour.txt"
         note.write_text("The Umm Qasr harbour reopened to grain ships on Tuesday.", encoding="utf-8")
         page.locator("#upload input[type=file]").set_input_files([str(note)])
@@ -133,9 +132,35 @@ def test_browser_chat_citations_reload_and_upload(server, tmp_path):
         page.wait_for_function("document.querySelector('#upload-status').innerText.includes('Rejected')",
                                timeout=60_000)
         assert "empty" in page.locator("#upload-status").inner_text()
-        assert not (server["corpus"] / "empty.txt").exists() and not bad.name in os.listdir(server["corpus"])
+        assert not (server["corpus"] / "empty.txt").exists()
 
         page.locator("#new-conversation").click()
         page.wait_for_function("document.querySelectorAll('.qa-sources').length === 0", timeout=10_000)
         page.screenshot(path=str(ARTIFACTS / "ui-final.png"), full_page=True)
         browser.close()
+
+
+def test_store_upload_keeps_base_name_type_and_size(tmp_path):
+    from qa.load import LoadError
+    from qa.ui import store_upload
+
+    corpus = tmp_path / "corpus"
+    nested = tmp_path / "a" / "b"
+    nested.mkdir(parents=True)
+    ok = nested / "brief.md"
+    ok.write_text("A short brief.", encoding="utf-8")
+    assert store_upload(tmp_path / "a" / ".." / "a" / "b" / "brief.md", corpus, 1000) == corpus / "brief.md"
+    assert sorted(p.name for p in corpus.iterdir()) == ["brief.md"]
+    exe = nested / "tool.exe"
+    exe.write_bytes(b"MZ" * 10)
+    with pytest.raises(LoadError, match="only"):
+        store_upload(exe, corpus, 1000)
+    big = nested / "big.txt"
+    big.write_text("word " * 1000)
+    with pytest.raises(LoadError, match="limit"):
+        store_upload(big, corpus, 1000)
+    binary = nested / "fake.pdf"
+    binary.write_bytes(b"\x00\x01 not a pdf")
+    with pytest.raises(LoadError):
+        store_upload(binary, corpus, 1000)
+    assert sorted(p.name for p in corpus.iterdir()) == ["brief.md"]
