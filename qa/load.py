@@ -23,6 +23,9 @@ HTML_SUFFIXES = {".html", ".htm"}
 PDF_SUFFIXES = {".pdf"}
 SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | PDF_SUFFIXES | {".jsonl"}
 BEIR_CORPUS_NAME = "corpus.jsonl"
+_HTML_BLOCKS = ["p", "div", "section", "article", "header", "footer", "main", "aside", "nav", "li", "ul", "ol",
+                "table", "tr", "td", "th", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre", "figcaption",
+                "dd", "dt", "hr"]
 MAX_FILE_BYTES = 512 * 1024 * 1024
 LOADER_VERSION = "1"
 
@@ -124,10 +127,13 @@ def html_text(markup: str) -> tuple[str, str]:
     title = soup.title.get_text(" ", strip=True) if soup.title else ""
     for tag in soup(["script", "style", "noscript", "template", "head", "svg", "iframe"]):
         tag.decompose()
-    lines = (re.sub(r"[ \t\r\f\v\xa0]+", " ", line).strip() for line in soup.get_text("\n").splitlines())
-    text = "\n".join(line for line in lines if line)
-    text = re.sub(r"\n{2,}", "\n\n", text)
-    return title, text
+    for tag in soup.find_all(_HTML_BLOCKS):
+        tag.insert_before("\n")
+        tag.insert_after("\n")
+    for br in soup.find_all("br"):
+        br.replace_with("\n")
+    lines = (re.sub(r"[ \t\r\f\v\xa0]+", " ", line).strip() for line in soup.get_text().splitlines())
+    return title, "\n\n".join(line for line in lines if line)
 
 
 def pdf_text(raw: bytes) -> tuple[str, tuple[Page, ...]]:
