@@ -23,14 +23,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """A real ``qa chat`` process on a copy of the seeds."""
+def start_server(tmp_path_factory, extra_env=None):
     base = tmp_path_factory.mktemp("ui")
     corpus = base / "corpus"
     shutil.copytree(ROOT / "seeds", corpus)
     port = free_port()
-    env = {**os.environ, "QA_CORPUS": str(corpus), "QA_INDEX": str(base / "index")}
+    env = {**os.environ, "QA_CORPUS": str(corpus), "QA_INDEX": str(base / "index"), **(extra_env or {})}
     log = open(base / "server.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "qa.cli", "chat", "--port", str(port)], cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
@@ -46,9 +44,32 @@ def server(tmp_path_factory):
     else:
         proc.kill()
         pytest.fail("server did not start: " + (base / "server.log").read_text())
-    yield {"url": url, "corpus": corpus}
+    return proc, {"url": url, "corpus": corpus}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A real ``qa chat`` process on a copy of the seeds."""
+    proc, info = start_server(tmp_path_factory)
+    yield info
     proc.terminate()
     proc.wait(timeout=30)
+
+
+def test_login_required_with_qa_auth(tmp_path_factory):
+    from gradio_client import Client
+
+    proc, info = start_server(tmp_path_factory, {"QA_AUTH": "analyst:s3cret"})
+    try:
+        with pytest.raises(Exception):
+            Client(info["url"], verbose=False).predict(QUESTION, api_name="/chat")
+        with pytest.raises(Exception):
+            Client(info["url"], auth=("analyst", "wrong"), verbose=False)
+        text = Client(info["url"], auth=("analyst", "s3cret"), verbose=False).predict(QUESTION, api_name="/chat")
+        assert "Ahmed al-Asadi" in text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def test_api_chat_returns_a_cited_answer(server):
