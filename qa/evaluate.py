@@ -79,14 +79,17 @@ def _fold_with_map(text: str) -> tuple[str, list[int]]:
 def score_item(item: dict, result: Answer, index: Index, retrieved: Sequence) -> dict:
     """Every per-item metric; ``None`` where a metric does not apply to the item."""
     answerable = item["kind"] != "unanswerable"
-    texts = {d.doc_id: d.text for d in index.documents}
+    def text_of(doc_id: str) -> str:
+        pos = index.doc_pos.get(doc_id)
+        return "" if pos is None else index.documents[pos].text
+
     gold = []
     for ev in item.get("evidence", []):
-        span = locate(texts.get(ev["doc"], ""), ev["quote"])
+        span = locate(text_of(ev["doc"]), ev["quote"])
         if span is None:
             raise ValueError(f"{item['id']}: evidence quote not found in {ev['doc']}: {ev['quote'][:60]!r}")
         gold.append((ev["doc"], *span))
-    exact = [texts.get(c.doc_id, "")[c.start:c.end] == c.quote for c in result.citations]
+    exact = [text_of(c.doc_id)[c.start:c.end] == c.quote for c in result.citations]
     overlaps = lambda c, g: c.doc_id == g[0] and c.start < g[2] and g[1] < c.end
     out: dict = {
         "id": item["id"], "kind": item["kind"], "question": item["question"], "answer": result.text,

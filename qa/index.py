@@ -100,10 +100,6 @@ class Index:
         """Rows of the sentences that make up passage ``row``."""
         return range(int(self.passages[row, P_FIRST]), int(self.passages[row, P_LAST]))
 
-    def sentence_text(self, row: int) -> str:
-        doc_i, start, end = (int(x) for x in self.sentences[row, :3])
-        return self.documents[doc_i].text[start:end]
-
     def rows_of_documents(self, doc_ids: Sequence[str]) -> np.ndarray:
         """Passage rows belonging to ``doc_ids`` (unknown ids are ignored)."""
         wanted = np.array([self.doc_pos[d] for d in doc_ids if d in self.doc_pos], dtype=np.int64)
