@@ -4,8 +4,8 @@
 >>> a = answer("Who will be the spokesperson of the new political alliance?")
 >>> a.text, a.citations[0].quote
 """
-from qa.api import answer, as_retriever, index_paths, open_index, search
+from qa.api import answer, answer_stream, as_retriever, index_paths, open_index, search
 from qa.settings import Settings
 from qa.types import Answer, Citation, Passage
 
-__all__ = ["Answer", "Citation", "Passage", "Settings", "answer", "as_retriever", "index_paths", "open_index", "search"]
+__all__ = ["Answer", "Citation", "Passage", "Settings", "answer", "answer_stream", "as_retriever", "index_paths", "open_index", "search"]

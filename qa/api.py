@@ -1,14 +1,17 @@
 """The public entry points; the only module that wires the stages together."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
+from qa.cite import verify
 from qa.extractive import answer_extractive, not_found
+from qa.generate import LLMError, clean_text, get_generator, parse_backend, prompt_messages
 from qa.embed import Embedder, get_embedder
 from qa.index import BuildReport, Index, IndexNotFound, IndexProblem, load_index, read_manifest, update_index
 from qa.load import Skipped, load_corpus
@@ -47,12 +50,76 @@ def answer(
 
     ``history`` is the chat so far in messages format. With no ``index`` the default
     index of the seed corpus is used, built or refreshed on first use. ``doc_ids``
-    restricts the answer to those documents.
+    restricts the answer to those documents. With ``settings.llm`` set, an LLM drafts
+    the answer and every sentence of the draft is verified before it is kept.
+    """
+    result = None
+    for result in answer_stream(question, history, index=index, settings=settings, doc_ids=doc_ids, top_k=top_k):
+        pass
+    assert isinstance(result, Answer)
+    return result
+
+
+def answer_stream(
+    question: str,
+    history: list[dict] | None = None,
+    *,
+    index: str | os.PathLike | None = None,
+    settings: Settings | None = None,
+    doc_ids: Sequence[str] | None = None,
+    top_k: int | None = None,
+) -> Iterator[str | Answer]:
+    """Like :func:`answer`, but yields the unverified draft as it grows, then the final Answer.
+
+    The draft strings are for display while the model writes; only the final
+    :class:`Answer` (always the last item) carries verified citations.
     """
     settings = settings or Settings.from_env()
-    if settings.llm != "none":
-        raise ValueError(f"answer mode {settings.llm!r} is not available yet: only extractive answers (QA_LLM=none)")
     question = clean_question(question, settings.max_question_chars)
+    if settings.llm.strip().lower() in {"", "none"}:
+        yield _extractive(question, history, index, settings, doc_ids, top_k)
+        return
+    parse_backend(settings.llm)  # a misspelt backend is a usage error, not a fallback
+    engine = get_engine(index, settings)
+    try:
+        generator = get_generator(settings)
+    except LLMError as exc:
+        yield _fallback(question, history, index, settings, doc_ids, top_k, str(exc))
+        return
+    query = resolve_query(question, history)
+    if query.context:
+        try:
+            standalone = generator.condense(question, history or [])
+            if 3 <= len(standalone) <= 4 * len(question) + 200:
+                query = Query(standalone, query.context)
+        except LLMError as exc:
+            log.warning("could not condense the follow-up, using the history instead: %s", exc)
+    vector = engine.retriever.embed_query(query)
+    k = top_k or settings.top_k
+    found = engine.retriever.search(query, k + 3, doc_ids=doc_ids, vector=vector)
+    passages = [p for p in found if clean_text(p.text)][:k]
+    if not passages:
+        yield not_found(question, query=query.text, why="no indexed passage matches")
+        return
+    draft = ""
+    try:
+        for delta in generator.stream(prompt_messages(question, passages)):
+            draft += delta
+            yield draft
+    except LLMError as exc:
+        yield _fallback(question, history, index, settings, doc_ids, top_k, str(exc))
+        return
+    verified, _ = verify(question, draft, passages, engine.index, engine.embedder, settings,
+                         query=query.text, mode=f"llm:{settings.llm}")
+    if verified is None:
+        yield _fallback(question, history, index, settings, doc_ids, top_k,
+                        "no sentence of the model's answer is supported by the reports")
+        return
+    yield verified
+
+
+def _extractive(question: str, history: list[dict] | None, index, settings: Settings,
+                doc_ids: Sequence[str] | None, top_k: int | None) -> Answer:
     engine = get_engine(index, settings)
     query = resolve_query(question, history)
     vector = engine.retriever.embed_query(query)
@@ -61,6 +128,16 @@ def answer(
         return not_found(question, query=query.text, why="no indexed passage matches")
     said = next((str(m.get("content")) for m in reversed(history or []) if m.get("role") == "assistant"), "")
     return answer_extractive(question, query, vector, passages, engine.index, settings, said if query.context else "")
+
+
+def _fallback(question: str, history: list[dict] | None, index, settings: Settings,
+              doc_ids: Sequence[str] | None, top_k: int | None, why: str) -> Answer:
+    """The extractive answer, saying why the LLM's answer is not shown."""
+    log.warning("LLM answer not used: %s", why)
+    result = _extractive(question, history, index, settings, doc_ids, top_k)
+    return dataclasses.replace(result, mode="extractive-fallback",
+                               notice=f"{why}; showing the extractive answer instead"
+                               + (f" ({result.notice})" if result.notice else ""))
 
 
 def clean_question(question: str, limit: int) -> str:

@@ -45,6 +45,10 @@ class Settings:
     llm_base_url: str | None = None
     llm_api_key: str | None = None
     llm_timeout: float = 60.0
+    llm_max_tokens: int = 200
+    # Generative answers: a draft sentence is kept only when its best source sentence
+    # is at least this similar (bundled embedder, cosine) and holds its facts.
+    support_min: float = 0.55
     auth: str | None = None
     upload_max_bytes: int = 20 * 1024 * 1024
 

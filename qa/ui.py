@@ -6,6 +6,7 @@ storage so a reload shows the same answers with the same citations.
 """
 from __future__ import annotations
 
+import dataclasses
 import html
 import logging
 import re
@@ -13,7 +14,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from qa.api import answer, get_engine, index_paths
+from qa.api import answer, answer_stream, get_engine, index_paths
 from qa.index import IndexProblem
 from qa.load import LoadError, load_file
 from qa.settings import Settings
@@ -27,6 +28,7 @@ CSS = """
 .qa-source { margin: .4em 0; padding: .3em .5em; border-left: 3px solid #8aa4ff; scroll-margin-top: 80px; }
 .qa-source:target { background: #fff7d6; }
 .qa-source mark { background: #ffe066; padding: 0 .1em; }
+.qa-notice { font-size: .85em; color: #8a5a00; }
 a.qa-cite { text-decoration: none; font-weight: 600; }
 """
 
@@ -35,6 +37,8 @@ def render_answer(result: Answer, turn: str) -> str:
     """Answer text with clickable markers, then its own Sources block."""
     text = html.escape(result.text, quote=False)
     text = re.sub(r"\[(\d+)\]", lambda m: f'<a class="qa-cite" href="#src-{turn}-{m.group(1)}">[{m.group(1)}]</a>', text)
+    if result.notice and result.mode != "extractive":
+        text += f'\n\n<div class="qa-notice">⚠️ {html.escape(result.notice)}</div>'
     if not result.citations:
         return text
     blocks = []
@@ -97,20 +101,28 @@ def build_app(settings: Settings, index: Path | None = None):
             log.warning("no documents: %s", exc)
             return []
 
-    def respond(question, history, k, doc_filter):
+    def respond(question, history, k, doc_filter, mode):
         history = list(history or [])
         if not (question or "").strip():
             gr.Warning("Type a question first.")
             yield history, "", history
             return
         history.append({"role": "user", "content": question})
+        chosen = settings if mode != "extractive" else dataclasses.replace(settings, llm="none")
         try:
-            result = answer(question, plain_history(history[:-1]), index=index, settings=settings,
-                            doc_ids=doc_filter or None, top_k=int(k))
+            result = None
+            for result in answer_stream(question, plain_history(history[:-1]), index=index, settings=chosen,
+                                        doc_ids=doc_filter or None, top_k=int(k)):
+                if isinstance(result, str):
+                    draft = html.escape(result) + "\n\n<small><i>checking citations…</i></small>"
+                    yield history + [{"role": "assistant", "content": draft}], "", history
+            assert isinstance(result, Answer)
             final = render_answer(result, uuid.uuid4().hex[:8])
-            words = result.text.split(" ")
-            for i in range(0, len(words), 6):
-                yield history + [{"role": "assistant", "content": html.escape(" ".join(words[:i + 6]))}], "", history
+            if chosen.llm == "none":
+                words = result.text.split(" ")
+                for i in range(0, len(words), 6):
+                    yield (history + [{"role": "assistant", "content": html.escape(" ".join(words[:i + 6]))}],
+                           "", history)
         except ValueError as exc:
             final = f"⚠️ {html.escape(str(exc))}"
         except Exception as exc:  # never a traceback in the chat
@@ -158,7 +170,8 @@ def build_app(settings: Settings, index: Path | None = None):
             with gr.Column(scale=1):
                 k = gr.Slider(1, 20, value=settings.top_k, step=1, label="Passages to retrieve")
                 modes = ["extractive"] + ([f"LLM ({settings.llm})"] if settings.llm != "none" else [])
-                gr.Radio(modes, value=modes[-1], label="Answer mode", interactive=len(modes) > 1)
+                mode = gr.Radio(modes, value=modes[-1], label="Answer mode", interactive=len(modes) > 1,
+                                elem_id="mode")
                 doc_filter = gr.CheckboxGroup(choices=documents(), label="Documents (tick to restrict)",
                                               elem_id="documents")
                 upload = gr.File(label="Add reports (.txt .md .html .pdf)", file_count="multiple",
@@ -166,7 +179,7 @@ def build_app(settings: Settings, index: Path | None = None):
                 status = gr.Markdown(elem_id="upload-status")
 
         for trigger in (question.submit, ask.click):
-            trigger(respond, [question, chatbot, k, doc_filter], [chatbot, question, saved], api_name=False)
+            trigger(respond, [question, chatbot, k, doc_filter, mode], [chatbot, question, saved], api_name=False)
         new.click(lambda: ([], [], ""), None, [chatbot, saved, question], api_name=False)
         upload.upload(add_files, [upload], [status, doc_filter], api_name=False)
         app.load(lambda s: s or [], [saved], [chatbot], api_name=False)
