@@ -68,6 +68,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="only the first N items / questions")
     p.set_defaults(func=_cmd_eval)
 
+    p = sub.add_parser("bench", help="speed and memory against llama-index's stock pipeline")
+    p.add_argument("corpus", nargs="?", help="folder or .jsonl corpus (default: the seed corpus)")
+    p.add_argument("--questions", help="a .jsonl of questions (default: the eval set, or the benchmark's own)")
+    p.add_argument("--limit", type=int, default=50, help="questions to time")
+    p.add_argument("--k", type=int)
+    p.add_argument("--no-stock", action="store_true", help="skip the llama-index pipeline")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON on the last line")
+    p.set_defaults(func=_cmd_bench)
+
     p = sub.add_parser("chat", help="serve the chat UI")
     p.add_argument("--index")
     p.add_argument("--host", default="127.0.0.1")
@@ -125,6 +134,28 @@ def _cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     from qa.evaluate import run_cli
 
     return run_cli(args, settings)
+
+
+def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from qa.bench import default_questions, format_bench, run_bench
+
+    corpus = Path(args.corpus or settings.corpus)
+    if not corpus.exists():
+        raise ValueError(f"no corpus at {corpus}")
+    if args.questions:
+        rows = [json.loads(line) for line in open(args.questions, encoding="utf-8") if line.strip()]
+        questions = [r.get("question") or r.get("text") for r in rows][: args.limit]
+    else:
+        questions = default_questions(corpus, args.limit)
+    if not questions:
+        raise ValueError("no questions to time: pass --questions FILE")
+    result = run_bench(corpus, questions, settings, k=settings.top_k, stock=not args.no_stock)
+    print(format_bench(result))
+    if args.json:
+        print(json.dumps(result))
+    return 0
 
 
 def _cmd_chat(args: argparse.Namespace, settings: Settings) -> int:

@@ -201,3 +201,21 @@ def _cpus() -> int:
 def _short(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text[:200] + ("…" if len(text) > 200 else "")
+
+
+def selfcheck() -> int:
+    """Load the local model and evaluate a short prompt in a child process: 0 if llama.cpp works here.
+
+    A llama.cpp build whose CPU kernels this machine cannot run dies with a signal,
+    which no Python code can catch, hence the child process.
+    """
+    import subprocess
+    import sys
+
+    code = ("from llama_cpp import Llama; import sys; m = Llama(model_path=sys.argv[1], n_ctx=256, verbose=False); "
+            "m.eval(m.tokenize(b'The quick brown fox jumps over the lazy dog. ' * 6, add_bos=False)); print('llama.cpp ok')")
+    done = subprocess.run([sys.executable, "-c", code, str(local_model_path())], capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"llama.cpp failed here (exit {done.returncode}): {done.stderr[-500:]}", file=sys.stderr)
+    return done.returncode
+
