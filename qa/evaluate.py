@@ -12,7 +12,7 @@ import re
 import statistics
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -93,7 +93,7 @@ def score_item(item: dict, result: Answer, index: Index, retrieved: Sequence) ->
     overlaps = lambda c, g: c.doc_id == g[0] and c.start < g[2] and g[1] < c.end
     out: dict = {
         "id": item["id"], "kind": item["kind"], "question": item["question"], "answer": result.text,
-        "abstained": result.abstained, "support": result.support, "notice": result.notice,
+        "abstained": result.abstained, "support": result.support, "notice": result.notice, "mode": result.mode,
         "citations": [asdict(c) | {"passage": None} for c in result.citations],
         "quote_exact": (sum(exact) / len(exact)) if exact else None,
         "n_citations": len(result.citations),
@@ -135,6 +135,7 @@ def summarize(rows: list[dict], latencies: list[float]) -> dict:
         return out
 
     summary = block(rows)
+    summary["answer_modes"] = dict(sorted(Counter(r.get("mode", "extractive") for r in rows).items()))
     summary["latency_p50_ms"] = round(_percentile(latencies, 50) * 1000, 2) if latencies else None
     summary["latency_p95_ms"] = round(_percentile(latencies, 95) * 1000, 2) if latencies else None
     summary["by_kind"] = {kind: block([r for r in rows if r["kind"] == kind])
