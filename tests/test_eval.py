@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from qa.evaluate import load_items, locate, ndcg, recall, run_beir_eval, run_qa_eval
+from qa.evaluate import is_rgb, load_items, locate, ndcg, recall, run_beir_eval, run_qa_eval, run_rgb_eval
 from qa.load import load_corpus
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,3 +97,26 @@ def test_cli_eval_json_and_outputs(tmp_path):
     diff = subprocess.run([sys.executable, "-m", "qa.cli", "eval", "--limit", "12", "--compare",
                            str(tmp_path / "summary.json")], capture_output=True, text=True, cwd=ROOT, env=os.environ)
     assert diff.returncode == 0 and "+0.0000" in diff.stdout
+
+
+def test_rgb_runner_on_a_tiny_fixture(tmp_path, settings):
+    items = [
+        {"id": 0, "query": "Where was Super Bowl LV played?", "answer": ["Tampa"], "fakeanswer": "Glendale",
+         "positive": ["Super Bowl LV was played at Raymond James Stadium in Tampa, Florida, on February 7, 2021."],
+         "positive_wrong": ["Super Bowl LV was played at State Farm Stadium in Glendale, Arizona, on February 7, 2021."],
+         "negative": ["The Academy Awards ceremony took place in Los Angeles in April."]},
+        {"id": 1, "query": "Who won the 2022 Tour de France?", "answer": "Jonas Vingegaard", "fakeanswer": "Tadej Pogacar",
+         "positive": ["Jonas Vingegaard won the 2022 Tour de France, finishing ahead of Tadej Pogacar by more than two minutes."],
+         "positive_wrong": ["Tadej Pogacar won the 2022 Tour de France after a decisive final time trial."],
+         "negative": ["The Giro d'Italia starts in May each year."]},
+    ]
+    path = tmp_path / "rgb_tiny.jsonl"
+    path.write_text("\n".join(json.dumps(i) for i in items) + "\n")
+    assert is_rgb(path) and not is_rgb(SET)
+    out = run_rgb_eval(path, settings, progress=False)
+    assert out["questions"] == 2 and len(out["items"]) == 2
+    for row, item in zip(out["items"], items):
+        assert all(d.startswith(f"q{item['id']}-") for d in row["cited"]), row["cited"]
+        assert row["states_fake"] == (item["fakeanswer"].lower() in row["answer"].lower())
+        assert row["cites_true_source"] == any("-positive-" in d for d in row["cited"])
+    assert out["fake_unchallenged"] == sum(r["states_fake"] and not r["cites_true_source"] for r in out["items"]) / 2
