@@ -19,7 +19,7 @@ from typing import Iterable, Sequence
 
 from qa.api import answer, get_engine, index_paths, tqdm_progress
 from qa.index import Index
-from qa.retrieve import resolve_query
+from qa.retrieve import Query, resolve_query
 from qa.settings import PROJECT_ROOT, Settings
 from qa.types import Answer
 
@@ -245,6 +245,130 @@ def _qrels_file(path: Path) -> Path:
     raise ValueError(f"{path}: no qrels/test.tsv")
 
 
+# ---------------------------------------------------------------- RealTimeQA (news) and FinanceBench (filings)
+
+
+def is_realtimeqa(path: Path) -> bool:
+    return path.is_dir() and (path / "corpus.jsonl").exists() and (path / "questions.jsonl").exists() \
+        and (path / "qrels.tsv").exists()
+
+
+def is_financebench(path: Path) -> bool:
+    return path.is_dir() and (path / "pdfs").is_dir() and (path / "questions.jsonl").exists()
+
+
+def _doc_ranking(engine, question: str, depth: int, mode: str = "hybrid") -> list[str]:
+    """Document ids in the order their best passage ranks."""
+    docs: list[str] = []
+    for p in engine.retriever.search(Query(question), depth, mode=mode):
+        if p.doc_id not in docs:
+            docs.append(p.doc_id)
+    return docs
+
+
+def run_realtimeqa_eval(path: Path, settings: Settings, *, limit: int | None = None, progress: bool = True) -> dict:
+    """News QA: gold-article hit@10 and nDCG@10, answer accuracy, document-level citation precision.
+
+    An answer is correct when it names the correct choice and no wrong one (quotes,
+    case and spacing folded); citation precision counts citations whose article is a
+    gold article, over the questions that have one.
+    """
+    questions = [json.loads(line) for line in (path / "questions.jsonl").open(encoding="utf-8") if line.strip()]
+    questions = questions[:limit]
+    index_dir = _cache_dir(path, settings)
+    index_paths([path / "corpus.jsonl"], index=index_dir, settings=settings,
+                progress=tqdm_progress() if progress else None)
+    engine = get_engine(index_dir, settings)
+    rows = []
+    for n, q in enumerate(questions, start=1):
+        gold = set(q.get("gold_doc_ids") or [])
+        started = time.perf_counter()
+        result = answer(q["question"], index=str(index_dir), settings=settings)
+        seconds = time.perf_counter() - started
+        text = _bare(result.text) if not result.abstained else ""
+        right = [_bare(a) for a in q["answer"] if _bare(a).strip()]
+        wrong = [_bare(c) for c in q["choices"] if _bare(c).strip() and _bare(c) not in right]
+        row = {"id": q["_id"], "question": q["question"], "answer": result.text, "abstained": result.abstained,
+               "correct": any(a in text for a in right) and not any(w in text for w in wrong),
+               "names_a_choice": any(c in text for c in right + wrong), "gold": sorted(gold),
+               "cited": [c.doc_id for c in result.citations], "seconds": seconds}
+        if gold:
+            ranking = {m: _doc_ranking(engine, q["question"], 50, m) for m in ("bm25", "dense", "hybrid")}
+            for mode, docs in ranking.items():
+                row[f"{mode}_hit@10"] = float(bool(gold & set(docs[:10])))
+                row[f"{mode}_ndcg@10"] = ndcg(docs, {d: 1 for d in gold}, 10)
+            if result.citations:
+                row["citation_precision"] = sum(c.doc_id in gold for c in result.citations) / len(result.citations)
+        rows.append(row)
+        if progress:
+            print(f"\r{n}/{len(questions)} questions", end="", file=sys.stderr)
+    if progress:
+        print(file=sys.stderr)
+    with_gold = [r for r in rows if r["gold"]]
+    out = {"set": str(path), "questions": len(rows), "with_gold_article": len(with_gold), "llm": settings.llm,
+           "answer_accuracy": _mean(float(r["correct"]) for r in rows),
+           "names_a_choice": _mean(float(r["names_a_choice"]) for r in rows),
+           "abstained": _mean(float(r["abstained"]) for r in rows),
+           "citation_precision_doc": _mean(r.get("citation_precision") for r in with_gold),
+           "latency_p50_ms": round(_percentile([r["seconds"] for r in rows], 50) * 1000, 2) if rows else None}
+    for mode in ("bm25", "dense", "hybrid"):
+        out[mode] = {"hit@10": _mean(r.get(f"{mode}_hit@10") for r in with_gold),
+                     "ndcg@10": _mean(r.get(f"{mode}_ndcg@10") for r in with_gold)}
+    out["items"] = rows
+    return out
+
+
+def run_financebench_eval(path: Path, settings: Settings, *, limit: int | None = None, progress: bool = True,
+                          ks: Sequence[int] = (1, 3, 5, 10)) -> dict:
+    """Filings: page-level evidence recall@k and page-level citation precision.
+
+    Retrieval is measured twice: over all filings (a shared store, as in the paper's
+    hardest setting) and restricted to the question's own filing. A retrieved passage
+    hits when it lies on a gold page of the gold filing (pages are 1-based here, 0-based
+    in the data).
+    """
+    questions = [json.loads(line) for line in (path / "questions.jsonl").open(encoding="utf-8") if line.strip()]
+    questions = questions[:limit]
+    index_dir = _cache_dir(path, settings)
+    index_paths([path / "pdfs"], index=index_dir, settings=settings, progress=tqdm_progress() if progress else None)
+    engine = get_engine(index_dir, settings)
+    known = {d.doc_id for d in engine.index.documents}
+    rows = []
+    for n, q in enumerate(questions, start=1):
+        doc = f"{q['doc_name']}.pdf"
+        gold = {(doc, int(ev["evidence_page_num"]) + 1) for ev in q.get("evidence", [])}
+        row = {"id": q["financebench_id"], "question": q["question"], "doc": doc, "in_index": doc in known,
+               "gold_pages": sorted(p for _, p in gold)}
+        for scope, doc_ids in (("shared", None), ("filing", [doc])):
+            hits = engine.retriever.search(Query(q["question"]), max(ks), doc_ids=doc_ids)
+            for k in ks:
+                row[f"{scope}_recall@{k}"] = float(any((p.doc_id, p.page) in gold for p in hits[:k]))
+        result = answer(q["question"], index=str(index_dir), settings=settings, doc_ids=[doc])
+        row["answer"] = result.text
+        row["abstained"] = result.abstained
+        row["cited_pages"] = [c.page for c in result.citations]
+        if result.citations:
+            row["citation_precision_page"] = sum((c.doc_id, c.page) in gold for c in result.citations) / len(result.citations)
+        rows.append(row)
+        if progress:
+            print(f"\r{n}/{len(questions)} questions", end="", file=sys.stderr)
+    if progress:
+        print(file=sys.stderr)
+    out = {"set": str(path), "questions": len(rows), "missing_filings": sorted({r["doc"] for r in rows if not r["in_index"]}),
+           "llm": settings.llm,
+           "citation_precision_page": _mean(r.get("citation_precision_page") for r in rows),
+           "abstained": _mean(float(r["abstained"]) for r in rows)}
+    for scope in ("shared", "filing"):
+        out[f"evidence_recall_{scope}@k"] = {str(k): _mean(r[f"{scope}_recall@{k}"] for r in rows) for k in ks}
+    out["items"] = rows
+    return out
+
+
+def _bare(text: str) -> str:
+    """Answer text folded for choice matching: quotes and punctuation dropped."""
+    return " " + " ".join(re.sub(r"[^\w%$]+", " ", normalize(text)).split()) + " "
+
+
 # ---------------------------------------------------------------- RGB counterfactual faithfulness
 
 
@@ -333,6 +457,11 @@ def run_cli(args: argparse.Namespace, settings: Settings) -> int:
         rows: list[dict] = []
         for mode in ("bm25", "dense", "hybrid"):
             print(f"{mode:>7}: nDCG@10 {summary[mode]['ndcg@10']:.4f}  recall@100 {summary[mode]['recall@100']:.4f}")
+    elif is_realtimeqa(path) or is_financebench(path):
+        runner = run_realtimeqa_eval if is_realtimeqa(path) else run_financebench_eval
+        summary = runner(path, settings, limit=args.limit)
+        rows = summary.pop("items")
+        print(json.dumps(summary, indent=1))
     elif is_rgb(path):
         summary = run_rgb_eval(path, settings, limit=args.limit)
         rows = summary.pop("items")

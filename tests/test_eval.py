@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from qa.evaluate import is_rgb, load_items, locate, ndcg, recall, run_beir_eval, run_qa_eval, run_rgb_eval
+from qa.evaluate import is_financebench, is_realtimeqa, is_rgb, run_financebench_eval, run_realtimeqa_eval, load_items, locate, ndcg, recall, run_beir_eval, run_qa_eval, run_rgb_eval
 from qa.load import load_corpus
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,3 +120,54 @@ def test_rgb_runner_on_a_tiny_fixture(tmp_path, settings):
         assert row["states_fake"] == (item["fakeanswer"].lower() in row["answer"].lower())
         assert row["cites_true_source"] == any("-positive-" in d for d in row["cited"])
     assert out["fake_unchallenged"] == sum(r["states_fake"] and not r["cites_true_source"] for r in out["items"]) / 2
+
+
+def test_realtimeqa_runner_on_a_tiny_fixture(tmp_path, settings):
+    root = tmp_path / "rtqa"
+    root.mkdir()
+    articles = {"a1": "Netflix announced Sunday that the hit South Korean show Squid Game is green lit for a second season.",
+                "a2": "The European Union will require a single common charging port, USB-C, for phones sold from 2024.",
+                "a3": "Heavy rains flooded parts of Pakistan, displacing millions of people this summer."}
+    (root / "corpus.jsonl").write_text("\n".join(json.dumps({"_id": k, "title": "", "text": v}) for k, v in articles.items()))
+    questions = [
+        {"_id": "q1", "question": "Which South Korean show was green lit for a second season?", "choices": ["Squid Game", "Friends"],
+         "answer": ["Squid Game"], "gold_doc_ids": ["a1"]},
+        {"_id": "q2", "question": "Which charging port will the European Union require for phones?", "choices": ["Lightning", "USB-C"],
+         "answer": ["USB-C"], "gold_doc_ids": ["a2"]},
+        {"_id": "q3", "question": "Which planet did the probe reach?", "choices": ["Mars", "Venus"], "answer": ["Mars"],
+         "gold_doc_ids": []},
+    ]
+    (root / "questions.jsonl").write_text("\n".join(json.dumps(q) for q in questions))
+    (root / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\ta1\t1\nq2\ta2\t1\n")
+    assert is_realtimeqa(root) and not is_financebench(root)
+    out = run_realtimeqa_eval(root, settings, progress=False)
+    assert out["questions"] == 3 and out["with_gold_article"] == 2
+    assert out["hybrid"] == {"hit@10": 1.0, "ndcg@10": 1.0}
+    rows = {r["id"]: r for r in out["items"]}
+    assert rows["q1"]["correct"] and rows["q2"]["correct"] and not rows["q3"]["correct"]
+    assert out["answer_accuracy"] == pytest.approx(2 / 3, abs=1e-4)
+    assert out["citation_precision_doc"] == 1.0
+
+
+def test_financebench_runner_on_a_tiny_fixture(tmp_path, settings):
+    from tests.pdfs import write_pdf
+
+    root = tmp_path / "fb"
+    (root / "pdfs").mkdir(parents=True)
+    write_pdf(root / "pdfs" / "ACME_2022_10K.pdf", ["ACME annual report 2022.", "Total revenue was 17,606 million dollars in fiscal 2022.",
+                                                   "The company has 4,200 employees."])
+    write_pdf(root / "pdfs" / "GLOBEX_2021_10K.pdf", ["Globex operates pipelines in Texas.", "Globex paid a dividend of 2 dollars per share."])
+    qs = [{"financebench_id": "f1", "doc_name": "ACME_2022_10K", "question": "What was ACME's total revenue in fiscal 2022?",
+           "evidence": [{"evidence_page_num": 1}]},
+          {"financebench_id": "f2", "doc_name": "GLOBEX_2021_10K", "question": "What dividend per share did Globex pay?",
+           "evidence": [{"evidence_page_num": 1}]}]
+    (root / "questions.jsonl").write_text("\n".join(json.dumps(q) for q in qs))
+    assert is_financebench(root)
+    out = run_financebench_eval(root, settings, progress=False)
+    assert out["questions"] == 2 and not out["missing_filings"]
+    assert out["evidence_recall_filing@k"]["3"] == 1.0 and out["evidence_recall_shared@k"]["3"] == 1.0
+    assert out["evidence_recall_filing@k"]["1"] >= 0.5
+    assert out["citation_precision_page"] >= 0.5
+    assert all(2 in r["cited_pages"] for r in out["items"])
+    for r in out["items"]:
+        assert r["citation_precision_page"] == r["cited_pages"].count(2) / len(r["cited_pages"])
