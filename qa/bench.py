@@ -105,6 +105,153 @@ def format_bench(result: dict) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------- scale: 10k … 1M passages
+
+
+def run_scale(sizes: Sequence[int], texts_from: Path, work: Path | None = None, queries: int = 100) -> list[dict]:
+    """Build a real on-disk index of ``n`` passages per size and measure it in a fresh process.
+
+    Passage texts are real sentences (from ``texts_from``) recombined, so BM25 sees real
+    vocabulary; vectors are synthetic (clustered, unit length), since embedding a
+    million passages takes hours on 2 cores. Recall@10 is measured against exact search.
+    """
+    own_tmp = work is None
+    work = Path(work or tempfile.mkdtemp(prefix="qa-scale-"))
+    results = []
+    try:
+        for n in sizes:
+            target = work / f"scale-{n}"
+            shutil.rmtree(target, ignore_errors=True)
+            built = _phase("scale-build", str(texts_from), str(target), str(n))
+            served = _phase("scale-query", str(target), str(queries))
+            results.append({"passages": n, **built, **served, "disk_mb": _disk_mb(target)})
+            shutil.rmtree(target, ignore_errors=True)
+        return results
+    finally:
+        if own_tmp:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def format_scale(rows: Sequence[dict]) -> str:
+    """The README's growth table."""
+    head = ("| passages | dense index | build s (FAISS + BM25) | open s | dense p50 ms | recall@10 vs exact | "
+            "BM25 p50 ms | hybrid p50 ms | RSS after queries MB | disk MB |")
+    lines = [head, "|" + "---|" * 10]
+    for r in rows:
+        lines.append(f"| {r['passages']:,} | {r['dense_kind']} | {r['build_s']:.1f} ({r['dense_build_s']:.1f} + "
+                     f"{r['bm25_build_s']:.1f}) | {r['open_s']:.2f} | {r['dense_p50_ms']:.2f} | {r['recall@10']:.3f} | "
+                     f"{r['bm25_p50_ms']:.2f} | {r['hybrid_p50_ms']:.2f} | {r['rss_mb']:.0f} | {r['disk_mb']:.0f} |")
+    return "\n".join(lines)
+
+
+def _scale_build(texts_from: str, target: str, n: str) -> dict:
+    import numpy as np
+
+    from qa.index import Index, _keyword_index, dense_index, save_index
+    from qa.load import load_corpus
+    from qa.chunk import split_sentences
+    from qa.types import Document
+
+    n = int(n)
+    settings = Settings()
+    rng = np.random.default_rng(0)
+    pool = []
+    for doc in load_corpus([Path(texts_from)])[0]:
+        pool.extend(doc.text[a:b] for a, b in split_sentences(doc.text))
+        if len(pool) > 200_000:
+            break
+    pool = [" ".join(p.split()) for p in pool if len(p) > 20]
+    per_doc = 10
+    documents, p_rows = [], []
+    picks = rng.integers(0, len(pool), size=(n, 3))
+    for d0 in range(0, n, per_doc):
+        parts, spans, at = [], [], 0
+        for i in range(d0, min(n, d0 + per_doc)):
+            text = " ".join(pool[j] for j in picks[i])
+            spans.append((at, at + len(text)))
+            parts.append(text)
+            at += len(text) + 1
+        doc_i = len(documents)
+        documents.append(Document(f"synthetic/{doc_i:07d}.txt", " ".join(parts), fingerprint=str(doc_i)))
+        for a, b in spans:
+            p_rows.append((doc_i, a, b, -1))
+    passages = np.zeros((n, 6), dtype=np.int64)
+    passages[:, :4] = np.array(p_rows, dtype=np.int64)
+    passages[:, 4] = np.arange(n)
+    passages[:, 5] = np.arange(n) + 1
+    sentences = passages[:, :4].copy()
+    centers = rng.standard_normal((1024, 384)).astype(np.float32)
+    vectors = centers[rng.integers(0, 1024, n)] + 0.6 * rng.standard_normal((n, 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    t0 = time.perf_counter()
+    dense, kind = dense_index(vectors)
+    dense_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    texts = (documents[int(r[0])].text[int(r[1]):int(r[2])] for r in passages)
+    keyword, vocab, doc_freq = _keyword_index(texts)
+    bm25_s = time.perf_counter() - t0
+    manifest = {"format": 2, "params": settings.index_params(), "dimension": 384,
+                "documents": {d.doc_id: d.fingerprint for d in documents}, "passages": n, "sentences": n,
+                "dense": kind, "bm25": {}, "synthetic_vectors": True}
+    index = Index(manifest, documents, passages, sentences, vectors, vectors, dense, keyword, vocab, doc_freq)
+    t0 = time.perf_counter()
+    save_index(index, Path(target))
+    return {"dense_kind": kind, "dense_build_s": round(dense_s, 2), "bm25_build_s": round(bm25_s, 2),
+            "save_s": round(time.perf_counter() - t0, 2), "build_s": round(dense_s + bm25_s, 2),
+            "build_peak_rss_mb": _peak_rss_mb()}
+
+
+def _scale_query(target: str, queries: str) -> dict:
+    import numpy as np
+    import psutil
+
+    from qa.embed import get_embedder
+    from qa.index import load_index, terms
+    from qa.retrieve import Query, Retriever
+
+    settings = Settings()
+    embedder = get_embedder()  # loaded before the clock: the index open is what is timed
+    rss0 = psutil.Process().memory_info().rss
+    t0 = time.perf_counter()
+    index = load_index(Path(target), settings)
+    open_s = time.perf_counter() - t0
+    retriever = Retriever(index, embedder, settings)
+    rng = np.random.default_rng(1)
+    n = len(index.passages)
+    picks = rng.integers(0, n, int(queries))
+    vectors = np.asarray(index.passage_vectors[np.sort(picks)]) + (0.3 / np.sqrt(384)) * rng.standard_normal((len(picks), 384)).astype(np.float32)
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    dense_ms, bm25_ms, hybrid_ms, found = [], [], [], []
+    for row, vec in zip(np.sort(picks), vectors):
+        doc_i, start, end = (int(x) for x in index.passages[row, :3])
+        question = " ".join(index.documents[doc_i].text[start:end].split()[:8])
+        t = time.perf_counter()
+        found.append({i for i, _ in retriever.dense(vec, 10)})
+        dense_ms.append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        retriever.keyword(terms(question), 50)
+        bm25_ms.append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        retriever.search(Query(question), 10, vector=vec)
+        hybrid_ms.append((time.perf_counter() - t) * 1000)
+    rss = psutil.Process().memory_info().rss
+    # Exact top-10 by brute force, after the memory reading (it reads every vector).
+    exact_best = np.full((len(vectors), 10), -np.inf, dtype=np.float32)
+    exact_ids = np.zeros((len(vectors), 10), dtype=np.int64)
+    for lo in range(0, n, 100_000):
+        scores = vectors @ np.asarray(index.passage_vectors[lo:lo + 100_000]).T
+        k = min(10, scores.shape[1])
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        cand_s = np.concatenate([exact_best, np.take_along_axis(scores, top, 1)], axis=1)
+        cand_i = np.concatenate([exact_ids, top + lo], axis=1)
+        keep = np.argsort(-cand_s, axis=1)[:, :10]
+        exact_best, exact_ids = np.take_along_axis(cand_s, keep, 1), np.take_along_axis(cand_i, keep, 1)
+    recall = float(np.mean([len(set(e.tolist()) & f) / 10 for e, f in zip(exact_ids, found)]))
+    return {"open_s": round(open_s, 3), **_percentiles("dense", dense_ms), **_percentiles("bm25", bm25_ms),
+            **_percentiles("hybrid", hybrid_ms), "recall@10": round(recall, 4),
+            "rss_mb": round(rss / 2**20, 1), "rss_before_open_mb": round(rss0 / 2**20, 1)}
+
+
 # ---------------------------------------------------------------- phases (each in a fresh process)
 
 
@@ -229,7 +376,7 @@ def _fmt(value) -> str:
     return "–" if value is None else f"{value:g}" if isinstance(value, (int, float)) else str(value)
 
 
-_PHASES = {"ours-build": _ours_build, "ours-query": _ours_query, "stock-build": _stock_build,
+_PHASES = {"scale-build": _scale_build, "scale-query": _scale_query, "ours-build": _ours_build, "ours-query": _ours_query, "stock-build": _stock_build,
            "stock-cold": _stock_cold, "stock-query": _stock_query}
 
 if __name__ == "__main__":

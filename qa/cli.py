@@ -74,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50, help="questions to time")
     p.add_argument("--k", type=int)
     p.add_argument("--no-stock", action="store_true", help="skip the llama-index pipeline")
+    p.add_argument("--scale", help="instead: index sizes to measure, e.g. 10000,100000,1000000 (synthetic "
+                                   "vectors, real sentences from CORPUS)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON on the last line")
     p.set_defaults(func=_cmd_bench)
 
@@ -144,6 +146,18 @@ def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     corpus = Path(args.corpus or settings.corpus)
     if not corpus.exists():
         raise ValueError(f"no corpus at {corpus}")
+    if args.scale:
+        from qa.bench import format_scale, run_scale
+
+        try:
+            sizes = [int(x.replace("_", "")) for x in args.scale.split(",")]
+        except ValueError as exc:
+            raise ValueError(f"--scale takes sizes like 10000,100000: {exc}") from exc
+        rows = run_scale(sizes, corpus)
+        print(format_scale(rows))
+        if args.json:
+            print(json.dumps(rows))
+        return 0
     if args.questions:
         rows = [json.loads(line) for line in open(args.questions, encoding="utf-8") if line.strip()]
         questions = [r.get("question") or r.get("text") for r in rows][: args.limit]

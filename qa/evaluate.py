@@ -201,7 +201,7 @@ def run_beir_eval(path: Path, settings: Settings, *, limit: int | None = None,
         for mode in modes:
             docs = []
             for row, _ in rankings[mode]:
-                doc_id = engine.index.documents[int(engine.index.passages[row, P_DOC])].doc_id
+                doc_id = engine.index.doc_ids[int(engine.index.passages[row, P_DOC])]
                 if doc_id not in docs:
                     docs.append(doc_id)
             runs[mode][qid] = docs
@@ -332,7 +332,7 @@ def run_financebench_eval(path: Path, settings: Settings, *, limit: int | None =
     index_dir = _cache_dir(path, settings)
     index_paths([path / "pdfs"], index=index_dir, settings=settings, progress=tqdm_progress() if progress else None)
     engine = get_engine(index_dir, settings)
-    known = {d.doc_id for d in engine.index.documents}
+    known = set(engine.index.doc_ids)
     rows = []
     for n, q in enumerate(questions, start=1):
         doc = f"{q['doc_name']}.pdf"

@@ -3,8 +3,14 @@
 Layout of ``indexes/<name>/``::
 
     CURRENT          name of the live generation (replaced atomically)
-    gen-<stamp>/     manifest.json, documents.jsonl, passages.npy, sentences.npy,
-                     passage_vectors.npy, sentence_vectors.npy, dense.faiss, bm25/, terms.json
+    gen-<stamp>/     manifest.json, documents.jsonl (metadata), texts.bin (all document texts,
+                     UTF-8, memory-mapped), passages.npy, sentences.npy, passage_vectors.npy,
+                     sentence_vectors.npy, dense.faiss, bm25/, terms.json
+
+Vectors, BM25 and texts are memory-mapped, so a large index opens in seconds and only
+what a query touches becomes resident. The FAISS index is exact up to
+``EXACT_MAX`` passages, HNSW up to ``HNSW_MAX``, and IVF with 8-bit scalar
+quantization beyond.
 
 A save writes a new generation beside the live one and then swaps ``CURRENT`` with
 ``os.replace``, so a run killed at any moment leaves the previous index loadable.
@@ -13,6 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
+import math
 import json
 import os
 import re
@@ -30,7 +38,12 @@ from qa.embed import Embedder
 from qa.settings import Settings
 from qa.types import Document, Page, Passage
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)  # 1 kept document texts inside documents.jsonl
+EXACT_MAX = 50_000
+HNSW_MAX = 250_000
+HNSW_EF_SEARCH = 128
+IVF_NPROBE = 32
 # passages.npy columns and sentences.npy columns
 P_DOC, P_START, P_END, P_PAGE, P_FIRST, P_LAST = range(6)
 S_DOC, S_START, S_END, S_PAGE = range(4)
@@ -69,12 +82,40 @@ class BuildReport:
     seconds: float = 0.0
 
 
+class DocumentStore(Sequence[Document]):
+    """A saved index's documents: metadata in memory, each text decoded from a mapped file on use."""
+
+    def __init__(self, meta: list[dict], blob) -> None:
+        self._meta = meta
+        self._blob = blob
+        self.ids = [m["doc_id"] for m in meta]
+        self.fingerprints = [m["fingerprint"] for m in meta]
+        self._cached = functools.lru_cache(maxsize=1024)(self._load)
+
+    def __len__(self) -> int:
+        return len(self._meta)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self._cached(i)
+
+    def _load(self, i: int) -> Document:
+        m = self._meta[i]
+        text = bytes(self._blob[m["b0"]:m["b1"]]).decode("utf-8")
+        return Document(m["doc_id"], text, tuple(Page(*p) for p in m["pages"]), m["title"], m["fingerprint"])
+
+
 @dataclass
 class Index:
     """A loaded index: documents, passage/sentence tables, vectors, FAISS and BM25."""
 
     manifest: dict
-    documents: list[Document]
+    documents: Sequence[Document]
     passages: np.ndarray
     sentences: np.ndarray
     passage_vectors: np.ndarray
@@ -85,9 +126,16 @@ class Index:
     doc_freq: np.ndarray
     path: Path | None = None
     doc_pos: dict[str, int] = field(default_factory=dict)
+    doc_ids: list[str] = field(default_factory=list)
+    fingerprints: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.doc_pos = {d.doc_id: i for i, d in enumerate(self.documents)}
+        docs = self.documents
+        if isinstance(docs, DocumentStore):
+            self.doc_ids, self.fingerprints = docs.ids, docs.fingerprints
+        else:
+            self.doc_ids, self.fingerprints = [d.doc_id for d in docs], [d.fingerprint for d in docs]
+        self.doc_pos = {doc_id: i for i, doc_id in enumerate(self.doc_ids)}
 
     def passage(self, row: int, score: float = 0.0) -> Passage:
         """The passage at ``row`` as a record, its text cut from its document."""
@@ -151,7 +199,7 @@ def build_index(
     """Chunk and embed ``documents``, reusing vectors of unchanged documents in ``previous``."""
     started = time.perf_counter()
     report = BuildReport()
-    old = {d.doc_id: (i, d.fingerprint) for i, d in enumerate(previous.documents)} if previous else {}
+    old = {d: (i, f) for i, (d, f) in enumerate(zip(previous.doc_ids, previous.fingerprints))} if previous else {}
     new_ids = {d.doc_id for d in documents}
     report.removed = sorted(set(old) - new_ids)
 
@@ -213,8 +261,9 @@ def build_index(
         "bm25": {"k1": BM25_K1, "b": BM25_B},
         "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    dense, manifest["dense"] = dense_index(passage_vectors)
     index = Index(manifest, list(documents), passages, sentences, passage_vectors, sentence_vectors,
-                  _dense_index(passage_vectors), keyword, vocab, doc_freq)
+                  dense, keyword, vocab, doc_freq)
     report.seconds = time.perf_counter() - started
     return index, report
 
@@ -256,13 +305,42 @@ def _stack(parts: list, dim: int) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32) if parts else np.zeros((0, dim), np.float32)
 
 
-def _dense_index(vectors: np.ndarray):
+def dense_index(vectors: np.ndarray):
+    """FAISS inner-product index sized to the corpus: exact, then HNSW, then IVF + SQ8.
+
+    Returns the index and its kind (kept in the manifest).
+    """
     import faiss
 
-    index = faiss.IndexFlatIP(vectors.shape[1])
-    if len(vectors):
-        index.add(vectors)
-    return index
+    n, dim = vectors.shape
+    if n <= EXACT_MAX:
+        index, kind = faiss.IndexFlatIP(dim), "flat-ip"
+    elif n <= HNSW_MAX:
+        index, kind = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT), "hnsw32"
+        index.hnsw.efConstruction = 80
+    else:
+        nlist = 1 << round(math.log2(2 * math.sqrt(n)))
+        kind = f"IVF{nlist},SQ8"
+        index = faiss.index_factory(dim, kind, faiss.METRIC_INNER_PRODUCT)
+        sample = np.random.default_rng(0).choice(n, size=min(n, 40 * nlist), replace=False)
+        index.train(np.ascontiguousarray(vectors[np.sort(sample)], dtype=np.float32))
+    if n:
+        for lo in range(0, n, 100_000):
+            index.add(np.ascontiguousarray(vectors[lo:lo + 100_000], dtype=np.float32))
+    tune_search(index)
+    return index, kind
+
+
+def tune_search(index) -> None:
+    """Search-time accuracy knobs of approximate indexes (not stored by FAISS)."""
+    import faiss
+
+    if hasattr(index, "hnsw"):
+        index.hnsw.efSearch = HNSW_EF_SEARCH
+    try:
+        faiss.extract_index_ivf(index).nprobe = IVF_NPROBE
+    except RuntimeError:
+        pass
 
 
 def _keyword_index(texts: Iterator[str]):
@@ -292,11 +370,15 @@ def save_index(index: Index, path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     gen = path / f"gen-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{time.monotonic_ns() % 10**9}"
     gen.mkdir()
-    with open(gen / "documents.jsonl", "w", encoding="utf-8") as fh:
+    with open(gen / "documents.jsonl", "w", encoding="utf-8") as fh, open(gen / "texts.bin", "wb") as blob:
+        offset = 0
         for d in index.documents:
+            raw = d.text.encode("utf-8")
+            blob.write(raw)
             fh.write(json.dumps({"doc_id": d.doc_id, "title": d.title, "fingerprint": d.fingerprint,
-                                 "pages": [[p.number, p.start, p.end] for p in d.pages], "text": d.text},
-                                ensure_ascii=False) + "\n")
+                                 "pages": [[p.number, p.start, p.end] for p in d.pages],
+                                 "b0": offset, "b1": offset + len(raw)}, ensure_ascii=False) + "\n")
+            offset += len(raw)
     np.save(gen / "passages.npy", index.passages)
     np.save(gen / "sentences.npy", index.sentences)
     np.save(gen / "passage_vectors.npy", index.passage_vectors)
@@ -306,7 +388,7 @@ def save_index(index: Index, path: Path) -> Path:
         index.keyword.save(str(gen / "bm25"), show_progress=False)
     np.save(gen / "doc_freq.npy", index.doc_freq)
     (gen / "terms.json").write_text(json.dumps(list(index.vocab)), encoding="utf-8")
-    manifest = dict(index.manifest)
+    manifest = dict(index.manifest, format=FORMAT_VERSION)
     manifest["files"] = {str(f.relative_to(gen)): f.stat().st_size for f in sorted(gen.rglob("*")) if f.is_file()}
     (gen / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     _fsync_tree(gen)
@@ -339,9 +421,9 @@ def read_manifest(path: Path) -> tuple[Path, dict]:
 
 def check_compatible(manifest: dict, settings: Settings, path: Path) -> None:
     """Refuse an index built with another model, chunking or format."""
-    if manifest.get("format") != FORMAT_VERSION:
+    if manifest.get("format") not in READABLE_FORMATS:
         raise IndexMismatch(f"index at {path} has format {manifest.get('format')}, this version reads "
-                            f"{FORMAT_VERSION}: rebuild it with `qa index CORPUS --index {path} --rebuild`")
+                            f"{', '.join(map(str, READABLE_FORMATS))}: rebuild it with `qa index CORPUS --index {path} --rebuild`")
     want = settings.index_params()
     have = manifest.get("params", {})
     diffs = [f"{k}: index has {have.get(k)!r}, settings ask {v!r}" for k, v in want.items() if have.get(k) != v]
@@ -363,18 +445,25 @@ def load_index(path: Path, settings: Settings, *, mmap: bool = True) -> Index:
         if not f.exists() or f.stat().st_size != size:
             raise IndexCorrupt(_corrupt(path, f"{name} is missing or has the wrong size"))
     try:
-        documents = []
         with open(gen / "documents.jsonl", encoding="utf-8") as fh:
-            for line in fh:
-                r = json.loads(line)
-                documents.append(Document(r["doc_id"], r["text"], tuple(Page(*p) for p in r["pages"]),
-                                          r["title"], r["fingerprint"]))
+            meta = [json.loads(line) for line in fh]
+        documents: Sequence[Document]
+        if (gen / "texts.bin").exists():
+            size = (gen / "texts.bin").stat().st_size
+            blob = np.memmap(gen / "texts.bin", dtype=np.uint8, mode="r") if size else b""
+            if any(m["b1"] > size for m in meta):
+                raise ValueError("texts.bin is shorter than documents.jsonl says")
+            documents = DocumentStore(meta, blob)
+        else:
+            documents = [Document(r["doc_id"], r["text"], tuple(Page(*p) for p in r["pages"]), r["title"],
+                                  r["fingerprint"]) for r in meta]
         mode = "r" if mmap else None
         passages = np.load(gen / "passages.npy")
         sentences = np.load(gen / "sentences.npy")
         p_vecs = np.load(gen / "passage_vectors.npy", mmap_mode=mode)
         s_vecs = np.load(gen / "sentence_vectors.npy", mmap_mode=mode)
         dense = faiss.read_index(str(gen / "dense.faiss"))
+        tune_search(dense)
         if manifest["passages"]:
             keyword = bm25s.BM25.load(str(gen / "bm25"), mmap=mmap, show_progress=False)
         else:

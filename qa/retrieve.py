@@ -25,6 +25,7 @@ _ANAPHORA = re.compile(
 _CONTINUATION = re.compile(r"^\s*(and|but|or|so|what about|how about|why|what else)\b", re.IGNORECASE)
 MODES = ("hybrid", "dense", "bm25")
 CONTEXT_WEIGHT = 0.3
+EXACT_FILTER_MAX = 100_000
 
 
 @dataclass(frozen=True)
@@ -130,11 +131,20 @@ class Retriever:
         if total == 0:
             return []
         n = min(n, total if rows is None else len(rows))
+        if rows is not None and (len(rows) <= EXACT_FILTER_MAX or total <= EXACT_FILTER_MAX):
+            # A filter to a few documents: score their passages exactly, no ANN recall loss.
+            rows = np.sort(rows)
+            scores = np.asarray(self.index.passage_vectors[rows]) @ vector
+            top = np.argsort(-scores, kind="stable")[:n]
+            return [(int(rows[i]), float(scores[i])) for i in top]
         params = None
         if rows is not None:
             import faiss
 
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(rows.astype(np.int64)))
+            selector = faiss.IDSelectorBatch(rows.astype(np.int64))
+            params = (faiss.SearchParametersHNSW(sel=selector, efSearch=max(128, n)) if hasattr(self.index.dense, "hnsw")
+                      else faiss.SearchParametersIVF(sel=selector, nprobe=64) if "IVF" in str(self.index.manifest.get("dense"))
+                      else faiss.SearchParameters(sel=selector))
         scores, ids = self.index.dense.search(vector.reshape(1, -1).astype(np.float32), n, params=params)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 

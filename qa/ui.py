@@ -96,7 +96,7 @@ def build_app(settings: Settings, index: Path | None = None):
 
     def documents() -> list[str]:
         try:
-            return [d.doc_id for d in get_engine(index, settings).index.documents]
+            return list(get_engine(index, settings).index.doc_ids)
         except (IndexProblem, OSError) as exc:
             log.warning("no documents: %s", exc)
             return []
