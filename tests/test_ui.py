@@ -185,3 +185,41 @@ def test_store_upload_keeps_base_name_type_and_size(tmp_path):
     with pytest.raises(LoadError):
         store_upload(binary, corpus, 1000)
     assert sorted(p.name for p in corpus.iterdir()) == ["brief.md"]
+
+
+@pytest.mark.llm
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is installed by .ci/run")
+def test_browser_llm_mode_shows_verified_sources_and_can_switch_to_extractive(tmp_path_factory):
+    pytest.importorskip("llama_cpp", reason="needs the [llm] extra")
+    from playwright.sync_api import sync_playwright
+
+    proc, info = start_server(tmp_path_factory, {"QA_LLM": "local"})
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run"])
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(info["url"])
+            page.wait_for_selector("#mode input[type=radio]", timeout=30_000)
+            assert page.locator("#mode input[type=radio]").count() == 2
+            ask(page, QUESTION)
+            answer_text = page.locator("#chat .message").last.inner_text()
+            sources = page.locator(".qa-sources").last.inner_text()
+            source = (info["corpus"] / "000_e8572f977ee04a7c.txt").read_text(encoding="utf-8")
+            for quote in page.locator(".qa-sources").last.locator("mark").all_inner_texts():
+                assert quote in source or quote in (info["corpus"] / "002_476c018fafa87246.txt").read_text(encoding="utf-8")
+            assert "Asadi" in sources
+            # a fallback or a removed sentence is said under the answer, never hidden
+            if "extractive answer instead" in answer_text or "removed as unsupported" in answer_text:
+                assert page.locator(".qa-notice").count() >= 1
+            page.get_by_role("radio", name="extractive").check()
+            ask(page, "Which country was Shamkhani most likely referring to as the “Western country”?")
+            last = page.locator(".qa-sources").last.inner_text()
+            assert "France" in last
+            assert page.locator("#chat .message").last.locator(".qa-notice").count() == 0
+            page.screenshot(path=str(ARTIFACTS / "ui-llm.png"), full_page=True)
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
