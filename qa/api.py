@@ -12,7 +12,7 @@ from typing import Callable, Iterator, Sequence
 from qa.cite import verify
 from qa.extractive import answer_extractive, not_found
 from qa.generate import LLMError, clean_text, get_generator, parse_backend, prompt_messages
-from qa.embed import Embedder, get_embedder
+from qa.embed import Embedder, QueryEncoder, get_embedder, get_query_encoder, onnx_cache
 from qa.index import BuildReport, Index, IndexNotFound, IndexProblem, load_index, read_manifest, update_index
 from qa.load import Skipped, load_corpus
 from qa.retrieve import Query, Retriever, as_llama_retriever, resolve_query
@@ -28,7 +28,7 @@ class Engine:
 
     settings: Settings
     index: Index
-    embedder: Embedder
+    embedder: Embedder | QueryEncoder
     retriever: Retriever
     generation: str
 
@@ -168,7 +168,9 @@ def get_engine(index: str | os.PathLike | None, settings: Settings) -> Engine:
             live = _generation(path)
         if live is None:
             raise IndexNotFound(f"no index at {path}: build it with `qa index CORPUS --index {path}`")
-        embedder = get_embedder(settings.model, settings.batch_size)
+        embedder = get_query_encoder(settings.model, path.parent, settings.batch_size)
+        if isinstance(embedder, Embedder):  # no ONNX export beside this index yet: write it for next time
+            _export_query_encoder(embedder, path, settings)
         loaded = load_index(path, settings)
         engine = Engine(settings, loaded, embedder, Retriever(loaded, embedder, settings), live)
         _engines[key] = engine
@@ -192,10 +194,12 @@ def ensure_default_index(settings: Settings) -> BuildReport | None:
     embedder = get_embedder(settings.model, settings.batch_size)
     sources = [str(settings.corpus)]
     try:
-        return update_index(settings.index, documents, settings, embedder, sources=sources)[1]
+        report = update_index(settings.index, documents, settings, embedder, sources=sources)[1]
     except IndexProblem as exc:
         log.warning("rebuilding the default index: %s", exc)
-        return update_index(settings.index, documents, settings, embedder, rebuild=True, sources=sources)[1]
+        report = update_index(settings.index, documents, settings, embedder, rebuild=True, sources=sources)[1]
+    _export_query_encoder(embedder, settings.index, settings)
+    return report
 
 
 def index_paths(
@@ -215,6 +219,7 @@ def index_paths(
     embedder = get_embedder(settings.model, settings.batch_size)
     _, report = update_index(path, documents, settings, embedder, rebuild=rebuild,
                              sources=[str(Path(p).resolve()) for p in paths], progress=progress)
+    _export_query_encoder(embedder, path, settings)
     return report, skipped
 
 
@@ -236,6 +241,14 @@ def search(question: str, *, index: str | os.PathLike | None = None, settings: S
     settings = settings or Settings.from_env()
     engine = get_engine(index, settings)
     return engine.retriever.search(Query(question), k or settings.top_k, mode=mode, doc_ids=doc_ids)
+
+
+def _export_query_encoder(embedder: Embedder, index: Path, settings: Settings) -> None:
+    """Leave the ONNX query encoder beside the index, so answering starts without PyTorch."""
+    try:
+        embedder.export_onnx(onnx_cache(settings.model, Path(index).parent))
+    except Exception as exc:  # answering still works, only with a slower start
+        log.warning("could not export the ONNX query encoder: %s", exc)
 
 
 def _generation(path: Path) -> str | None:

@@ -5,6 +5,7 @@ One :class:`Embedder` per model is shared by the whole process.
 """
 from __future__ import annotations
 
+import json
 import os
 import threading
 from pathlib import Path
@@ -111,6 +112,115 @@ class Embedder:
                 row.append((v / (np.linalg.norm(v) or 1.0)).astype(np.float32))
             span_vectors.append(row)
         return vectors, span_vectors
+
+
+    def export_onnx(self, target: Path) -> Path:
+        """Write this model's transformer as ONNX (once), for the light query encoder.
+
+        ``optimum`` would do this but cannot be installed beside transformers 5 and
+        gradio 6, so PyTorch's own exporter writes it; a test checks the vectors match.
+        """
+        import torch
+
+        target = Path(target)
+        if target.exists():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        transformer = self._model[0].auto_model
+
+        class LastHidden(torch.nn.Module):
+            def __init__(self, model) -> None:
+                super().__init__()
+                self.model = model
+
+            def forward(self, input_ids, attention_mask, token_type_ids):
+                return self.model(input_ids=input_ids, attention_mask=attention_mask,
+                                  token_type_ids=token_type_ids).last_hidden_state
+
+        sample = self._model.tokenizer(["a sample sentence"], return_tensors="pt")
+        names = ["input_ids", "attention_mask", "token_type_ids"]
+        axes = {n: {0: "batch", 1: "tokens"} for n in names + ["last_hidden_state"]}
+        partial = target.with_suffix(f".{os.getpid()}.tmp")
+        import warnings
+
+        with self._lock, torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(LastHidden(transformer).eval(), tuple(sample[n] for n in names), str(partial),
+                              input_names=names, output_names=["last_hidden_state"], dynamic_axes=axes,
+                              opset_version=17, dynamo=False)
+        os.replace(partial, target)
+        return target
+
+
+class QueryEncoder:
+    """The same model run by onnxruntime with the ``tokenizers`` library: no PyTorch import.
+
+    Answering needs only short query (and claim) vectors; loading PyTorch and
+    sentence-transformers costs seconds of cold start, this costs a fraction of one.
+    Mean pooling and normalization as in the model's sentence-transformers config.
+    """
+
+    def __init__(self, model: str, onnx_path: Path) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        folder = model_path(model)
+        config = json.loads((folder / "sentence_bert_config.json").read_text())
+        self.name = model
+        self._tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self._tokenizer.enable_truncation(int(config.get("max_seq_length", 256)))
+        self._tokenizer.enable_padding()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = _cpus()
+        self._session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self.dim = int(json.loads((folder / "config.json").read_text())["hidden_size"])
+
+    def encode(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        """Unit-length float32 vectors, one row per text."""
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for lo in range(0, len(texts), batch_size):
+            batch = self._tokenizer.encode_batch(list(texts[lo:lo + batch_size]))
+            ids = np.array([e.ids for e in batch], dtype=np.int64)
+            mask = np.array([e.attention_mask for e in batch], dtype=np.int64)
+            types = np.array([e.type_ids for e in batch], dtype=np.int64)
+            hidden = self._session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})[0]
+            weights = mask[..., None].astype(np.float32)
+            pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+            out[lo:lo + len(batch)] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+        return out
+
+
+def onnx_cache(model: str, folder: Path) -> Path:
+    """Where the exported ONNX of ``model`` is kept (built files live beside the indexes)."""
+    import hashlib
+
+    key = hashlib.sha256(str(model_path(model)).encode()).hexdigest()[:12]
+    return Path(folder) / ".models" / f"{key}.onnx"
+
+
+def get_query_encoder(model: str, folder: Path, batch_size: int = 64) -> "Embedder | QueryEncoder":
+    """The light ONNX encoder when its export exists (written at index time), else the full one."""
+    target = onnx_cache(model, folder)
+    key = f"onnx:{target}"
+    with _cache_lock:
+        encoder = _cache.get(key)
+        if encoder is not None:
+            return encoder
+    if target.exists():
+        try:
+            encoder = QueryEncoder(model, target)
+        except Exception as exc:  # a broken export: the full model still works
+            import logging
+
+            logging.getLogger("qa").warning("ONNX query encoder unusable (%s); using PyTorch", exc)
+            return get_embedder(model, batch_size)
+        with _cache_lock:
+            return _cache.setdefault(key, encoder)
+    return get_embedder(model, batch_size)
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def get_embedder(model: str = DEFAULT_MODEL, batch_size: int = 64) -> Embedder:
