@@ -74,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50, help="questions to time")
     p.add_argument("--k", type=int)
     p.add_argument("--no-stock", action="store_true", help="skip the llama-index pipeline")
+    p.add_argument("--work", help="keep the built indexes here (default: a temporary folder)")
     p.add_argument("--scale", help="instead: index sizes to measure, e.g. 10000,100000,1000000 (synthetic "
                                    "vectors, real sentences from CORPUS)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON on the last line")
@@ -165,7 +166,8 @@ def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         questions = default_questions(corpus, args.limit)
     if not questions:
         raise ValueError("no questions to time: pass --questions FILE")
-    result = run_bench(corpus, questions, settings, k=settings.top_k, stock=not args.no_stock)
+    result = run_bench(corpus, questions, settings, k=settings.top_k, stock=not args.no_stock,
+                       work=Path(args.work) if args.work else None)
     print(format_bench(result))
     if args.json:
         print(json.dumps(result))

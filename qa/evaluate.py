@@ -266,7 +266,8 @@ def _doc_ranking(engine, question: str, depth: int, mode: str = "hybrid") -> lis
     return docs
 
 
-def run_realtimeqa_eval(path: Path, settings: Settings, *, limit: int | None = None, progress: bool = True) -> dict:
+def run_realtimeqa_eval(path: Path, settings: Settings, *, limit: int | None = None, progress: bool = True,
+                        index: str | None = None) -> dict:
     """News QA: gold-article hit@10 and nDCG@10, answer accuracy, document-level citation precision.
 
     An answer is correct when it names the correct choice and no wrong one (quotes,
@@ -275,7 +276,7 @@ def run_realtimeqa_eval(path: Path, settings: Settings, *, limit: int | None = N
     """
     questions = [json.loads(line) for line in (path / "questions.jsonl").open(encoding="utf-8") if line.strip()]
     questions = questions[:limit]
-    index_dir = _cache_dir(path, settings)
+    index_dir = Path(index) if index else _cache_dir(path, settings)
     index_paths([path / "corpus.jsonl"], index=index_dir, settings=settings,
                 progress=tqdm_progress() if progress else None)
     engine = get_engine(index_dir, settings)
@@ -319,7 +320,7 @@ def run_realtimeqa_eval(path: Path, settings: Settings, *, limit: int | None = N
 
 
 def run_financebench_eval(path: Path, settings: Settings, *, limit: int | None = None, progress: bool = True,
-                          ks: Sequence[int] = (1, 3, 5, 10)) -> dict:
+                          ks: Sequence[int] = (1, 3, 5, 10), index: str | None = None) -> dict:
     """Filings: page-level evidence recall@k and page-level citation precision.
 
     Retrieval is measured twice: over all filings (a shared store, as in the paper's
@@ -329,7 +330,7 @@ def run_financebench_eval(path: Path, settings: Settings, *, limit: int | None =
     """
     questions = [json.loads(line) for line in (path / "questions.jsonl").open(encoding="utf-8") if line.strip()]
     questions = questions[:limit]
-    index_dir = _cache_dir(path, settings)
+    index_dir = Path(index) if index else _cache_dir(path, settings)
     index_paths([path / "pdfs"], index=index_dir, settings=settings, progress=tqdm_progress() if progress else None)
     engine = get_engine(index_dir, settings)
     known = set(engine.index.doc_ids)
@@ -459,7 +460,7 @@ def run_cli(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{mode:>7}: nDCG@10 {summary[mode]['ndcg@10']:.4f}  recall@100 {summary[mode]['recall@100']:.4f}")
     elif is_realtimeqa(path) or is_financebench(path):
         runner = run_realtimeqa_eval if is_realtimeqa(path) else run_financebench_eval
-        summary = runner(path, settings, limit=args.limit)
+        summary = runner(path, settings, limit=args.limit, index=args.index)
         rows = summary.pop("items")
         print(json.dumps(summary, indent=1))
     elif is_rgb(path):

@@ -159,7 +159,7 @@ class Retriever:
         if rows is not None:
             mask = np.zeros(total, dtype=np.float32)
             mask[rows] = 1
-        ids, scores = bm25.retrieve([known], k=min(n, total), show_progress=False, weight_mask=mask, n_threads=1)
+        ids, scores = bm25.retrieve([known], k=min(n, total), show_progress=False, weight_mask=mask, n_threads=0)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if s > 0]
 
 
