@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from qa.api import get_engine
+from qa.embed import get_embedder
 from qa.evaluate import _cache_dir, _qrels_file, ndcg, read_qrels
 from qa.index import P_DOC, terms
 from qa.retrieve import reciprocal_rank_fusion
@@ -31,7 +32,7 @@ def main(path: Path) -> dict:
 
     settings = Settings.from_env()
     engine = get_engine(_cache_dir(path, settings), settings)
-    index, embedder = engine.index, engine.embedder
+    index, embedder = engine.index, get_embedder(settings.model)
     qrels = read_qrels(_qrels_file(path))
     queries = {q["_id"]: q["text"] for q in map(json.loads, open(path / "queries.jsonl", encoding="utf-8"))
                if q["_id"] in qrels}

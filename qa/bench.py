@@ -48,7 +48,8 @@ def run_bench(corpus: Path, questions: Sequence[str], settings: Settings, *, k: 
         if cold.returncode != 0:
             raise RuntimeError(f"cold start failed: {cold.stderr[-1000:]}")
         ours_query = _phase("ours-query", str(ours_dir), str(qfile), str(k))
-        out["ours"] = {**ours_build, **ours_query, "cold_start_s": round(cold_s, 2)}
+        out["ours"] = {**ours_build, **ours_query, "cold_start_s": round(cold_s, 2),
+                       "build_peak_rss_mb": ours_build["peak_rss_mb"], "query_peak_rss_mb": ours_query["peak_rss_mb"]}
         out.update(
             build_passages_per_s=ours_build["passages_per_s"],
             cold_start_s=round(cold_s, 2),
@@ -65,7 +66,8 @@ def run_bench(corpus: Path, questions: Sequence[str], settings: Settings, *, k: 
             stock_cold = time.perf_counter() - t0
             stock_query = _phase("stock-query", str(stock_dir), str(qfile), str(k))
             out["llamaindex"] = {**stock_build, **stock_query, "cold_start_s": round(stock_cold, 2),
-                                 "index_disk_mb": _disk_mb(stock_dir)}
+                                 "index_disk_mb": _disk_mb(stock_dir), "build_peak_rss_mb": stock_build["peak_rss_mb"],
+                                 "query_peak_rss_mb": stock_query["peak_rss_mb"]}
             out["build_speedup_vs_llamaindex"] = round(stock_build["seconds"] / ours_build["seconds"], 2)
             out["query_speedup_vs_llamaindex"] = round(stock_query["retrieve_p50_ms"] / ours_query["answer_p50_ms"], 2)
             out["retrieve_speedup_vs_llamaindex"] = round(
@@ -91,7 +93,8 @@ def format_bench(result: dict) -> str:
     """A small human-readable table of one run."""
     ours, stock = result.get("ours", {}), result.get("llamaindex", {})
     rows = [("passages", "passages"), ("build s", "seconds"), ("build passages/s", "passages_per_s"),
-            ("build peak RSS MB", "peak_rss_mb"), ("cold start s", "cold_start_s"),
+            ("build peak RSS MB", "build_peak_rss_mb"), ("query peak RSS MB", "query_peak_rss_mb"),
+            ("cold start s", "cold_start_s"),
             ("retrieve p50 ms", "retrieve_p50_ms"), ("retrieve p95 ms", "retrieve_p95_ms"),
             ("answer p50 ms", "answer_p50_ms"), ("answer p95 ms", "answer_p95_ms"), ("index disk MB", "index_disk_mb")]
     lines = [f"corpus {result['corpus']} · {result['questions']} questions · top-k {result['k']}",
