@@ -47,3 +47,24 @@ def test_beir_corpus(tmp_path):
 def test_missing_path_is_reported(tmp_path):
     docs, skipped = load_corpus([tmp_path / "nope"])
     assert not docs and "no such" in skipped[0].reason
+
+
+def test_aes_encrypted_pdf_with_empty_password_is_read(tmp_path):
+    # Filings often ship AES-encrypted with an empty user password (FinanceBench's ADOBE_2022_10K.pdf).
+    from pypdf import PdfReader, PdfWriter
+
+    plain = write_pdf(tmp_path / "plain.pdf", ["Revenue rose to 17,606 million.", "Headcount was 29,239."])
+    writer = PdfWriter()
+    for page in PdfReader(plain).pages:
+        writer.add_page(page)
+    writer.encrypt(user_password="", owner_password="owner-secret", algorithm="AES-128")
+    corpus = tmp_path / "filings"
+    corpus.mkdir()
+    with open(corpus / "locked.pdf", "wb") as fh:
+        writer.write(fh)
+    plain.unlink()
+    docs, skipped = load_corpus([corpus])
+    assert not skipped and len(docs) == 1
+    doc = docs[0]
+    assert [p.number for p in doc.pages] == [1, 2]
+    assert "29,239" in doc.text[doc.pages[1].start:doc.pages[1].end]
