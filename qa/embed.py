@@ -72,48 +72,6 @@ class Embedder:
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
-    def encode_with_spans(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]], *,
-                          batch_size: int | None = None) -> tuple[np.ndarray, list[list[np.ndarray | None]]]:
-        """Text vectors and, from the same forward pass, one vector per character span of each text.
-
-        A span's vector is the mean of the contextual token embeddings inside it ("late
-        chunking"): a passage's sentences get vectors without a second pass over them.
-        A span the model never saw (cut off by its 256-token limit) gets ``None``.
-        """
-        if len(texts) == 0:
-            return np.zeros((0, self.dim), dtype=np.float32), []
-        tokenizer = self._model.tokenizer
-        limit = self._model.max_seq_length
-        with self._lock:
-            outputs = self._model.encode(list(texts), batch_size=batch_size or self.batch_size, output_value=None,
-                                         convert_to_numpy=False, show_progress_bar=False)
-            offsets = tokenizer(list(texts), return_offsets_mapping=True, truncation=True, max_length=limit,
-                                add_special_tokens=True)["offset_mapping"]
-        vectors = np.zeros((len(texts), self.dim), dtype=np.float32)
-        span_vectors: list[list[np.ndarray | None]] = []
-        for i, (out, offs, text_spans) in enumerate(zip(outputs, offsets, spans)):
-            vectors[i] = out["sentence_embedding"].float().numpy()
-            n = int(out["attention_mask"].sum())
-            tokens = out["token_embeddings"][:n].float().numpy()
-            if n != len(offs):  # tokenization disagrees with the model's: no span vectors
-                span_vectors.append([None] * len(text_spans))
-                continue
-            starts = np.array([a for a, _ in offs])
-            ends = np.array([b for _, b in offs])
-            real = ends > starts
-            row: list[np.ndarray | None] = []
-            seen_end = int(ends[real].max()) if real.any() else 0
-            for a, b in text_spans:
-                inside = real & (starts >= a) & (ends <= b)
-                if b > seen_end or not inside.any():
-                    row.append(None)
-                    continue
-                v = tokens[inside].mean(axis=0)
-                row.append((v / (np.linalg.norm(v) or 1.0)).astype(np.float32))
-            span_vectors.append(row)
-        return vectors, span_vectors
-
-
     def export_onnx(self, target: Path) -> Path:
         """Write this model's transformer as ONNX (once), for the light query encoder.
 

@@ -95,6 +95,13 @@ def test_ten_simultaneous_chats(server):
         assert questions[q] in text and "[1]" in text
 
 
+def launch(p):
+    """Debian's Chromium, headless, with no background network traffic (this machine has none)."""
+    return p.chromium.launch(executable_path=CHROMIUM, args=[
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"])
+
+
 def ask(page, question):
     count = page.locator(".qa-sources").count()
     page.locator("#question textarea").fill(question)
@@ -108,9 +115,7 @@ def test_browser_chat_citations_reload_and_upload(server, tmp_path):
 
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        browser = launch(p)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(server["url"])
         ask(page, QUESTION)
@@ -196,9 +201,7 @@ def test_browser_llm_mode_shows_verified_sources_and_can_switch_to_extractive(tm
     proc, info = start_server(tmp_path_factory, {"QA_LLM": "local"})
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run"])
+            browser = launch(p)
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(info["url"])
             page.wait_for_selector("#mode input[type=radio]", timeout=30_000)
