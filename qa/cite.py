@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from qa.chunk import split_sentences
-from qa.embed import Embedder
+from qa.embed import Embedder, QueryEncoder
 from qa.generate import NO_ANSWER, is_instruction
 from qa.index import STOPWORDS, Index
 from qa.settings import Settings
@@ -78,8 +78,9 @@ def missing_facts(sentence: str, source: str) -> list[str]:
     return missing
 
 
-def verify(question: str, draft: str, passages: Sequence[Passage], index: Index, embedder: Embedder,
-           settings: Settings, *, query: str = "", mode: str = "llm") -> tuple[Answer | None, list[Check]]:
+def verify(question: str, draft: str, passages: Sequence[Passage], index: Index,
+           embedder: Embedder | QueryEncoder, settings: Settings, *, query: str = "",
+           mode: str = "llm") -> tuple[Answer | None, list[Check]]:
     """The verified answer built from ``draft``, or None when no sentence of it is supported.
 
     An explicit "the reports do not say" draft becomes an abstention.

@@ -129,7 +129,7 @@ class QueryEncoder:
         self._tokenizer.enable_truncation(int(config.get("max_seq_length", 256)))
         self._tokenizer.enable_padding()
         options = ort.SessionOptions()
-        options.intra_op_num_threads = _cpus()
+        options.intra_op_num_threads = cpu_count()
         self._session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         self.dim = int(json.loads((folder / "config.json").read_text())["hidden_size"])
 
@@ -177,7 +177,8 @@ def get_query_encoder(model: str, folder: Path, batch_size: int = 64) -> "Embedd
     return get_embedder(model, batch_size)
 
 
-def _cpus() -> int:
+def cpu_count() -> int:
+    """CPUs this process may use (the affinity mask, not the machine's count)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 

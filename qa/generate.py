@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from qa.chunk import split_sentences
+from qa.embed import cpu_count
 from qa.settings import Settings
 from qa.types import Passage
 
@@ -101,7 +102,7 @@ class Generator:
                     model_path=str(local_model_path()), temperature=0.0, max_new_tokens=s.llm_max_tokens,
                     context_window=4096, messages_to_prompt=chatml, completion_to_prompt=lambda c: c,
                     generate_kwargs={"stop": ["<|im_end|>", "<|im_start|>"], "seed": 0, "repeat_penalty": 1.1},
-                    model_kwargs={"n_threads": max(1, _cpus()), "verbose": False}, verbose=False,
+                    model_kwargs={"n_threads": cpu_count(), "verbose": False}, verbose=False,
                 )
             if self.kind == "openai":
                 from llama_index.llms.openai_like import OpenAILike
@@ -190,12 +191,6 @@ def get_generator(settings: Settings) -> Generator:
         if gen is None:
             gen = _generators[key] = Generator(settings)
         return gen
-
-
-def _cpus() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _short(exc: BaseException) -> str:

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from qa.embed import Embedder
+from qa.embed import Embedder, QueryEncoder
 from qa.index import Index, terms
 from qa.settings import Settings
 from qa.types import Passage
@@ -82,7 +82,7 @@ def _content_text(content: object) -> str:
 class Retriever:
     """Dense, keyword and fused search over one loaded :class:`Index`."""
 
-    def __init__(self, index: Index, embedder: Embedder, settings: Settings) -> None:
+    def __init__(self, index: Index, embedder: Embedder | QueryEncoder, settings: Settings) -> None:
         self.index = index
         self.embedder = embedder
         self.settings = settings
