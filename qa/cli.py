@@ -15,8 +15,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``qa`` console script."""
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="qa: %(levelname)s: %(message)s")
-    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    handler = logging.StreamHandler()
+    # On the handler, not the loggers: bm25s sets its own logger to DEBUG when imported.
+    handler.setLevel(logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format="qa: %(levelname)s: %(message)s", handlers=[handler])
     if not getattr(args, "command", None):
         parser.print_help()
         return 2

@@ -144,14 +144,21 @@ def score_sentences(query: Query, vector: np.ndarray, passages: Sequence[Passage
     said_folded = " ".join(said.split())
     wants_list = bool(_LIST.search(query.question))
     out = []
+    seen_terms: dict[int, set[str]] = {}  # a sentence is often also the one before another
+
+    def sentence_terms(r: int, text: str) -> set[str]:
+        if r not in seen_terms:
+            seen_terms[r] = set(terms(text[int(index.sentences[r, 1]):int(index.sentences[r, 2])]))
+        return seen_terms[r]
+
     for row, sim in zip(order.tolist(), dense.tolist()):
         start, end = _trim_label(index, row)
         doc_i = int(index.sentences[row, 0])
         text = index.documents[doc_i].text
-        own = set(terms(text[start:end]))
-        before = set()
+        own = set(terms(text[start:end])) if start != int(index.sentences[row, 1]) else sentence_terms(row, text)
+        before: set[str] = set()
         if row > 0 and int(index.sentences[row - 1, 0]) == doc_i:
-            before = set(terms(text[int(index.sentences[row - 1, 1]):int(index.sentences[row - 1, 2])]))
+            before = sentence_terms(row - 1, text)
         lexical = sum(w if t in own else 0.5 * w if t in before else 0.0 for t, w in weights.items()) / total
         score = sim + LEXICAL_WEIGHT * lexical
         if wants_list and len(_ENUMERATION.findall(text[start:end])) >= 2:

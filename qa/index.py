@@ -275,6 +275,8 @@ def _embed_unique(embedder: Embedder, p_text: list[str], s_text: list[str], batc
     order = sorted(range(len(unique)), key=lambda i: -len(unique[i]))
     vectors = np.zeros((len(unique), embedder.dim), dtype=np.float32)
     block = max(batch_size * 8, 256)
+    if progress:
+        progress("embedding", 0, len(order))
     for lo in range(0, len(order), block):
         rows = order[lo:lo + block]
         vectors[rows] = embedder.encode([unique[i] for i in rows], batch_size=batch_size)

@@ -130,3 +130,30 @@ def test_llama_index_retriever(seeds_index, settings):
         m = n.node.metadata
         assert index.documents[index.doc_pos[m["doc_id"]]].text[m["start"]:m["end"]] == n.node.get_content()
     assert "spokesperson for the new political alliance" in nodes[0].node.get_content()
+
+
+def test_keyword_ranking_matches_bm25s(seeds_index, settings, embedder):
+    """Our top-n over the scored passages only must equal bm25s' own full-array ranking."""
+    from qa.index import terms
+
+    index = load_index(seeds_index, settings)
+    retriever = Retriever(index, embedder, settings)
+    doc = index.doc_ids[0]
+    rows = index.rows_of_documents([doc])
+    for question in ("Who will be the spokesperson of the new political alliance?",
+                     "heavy and medium weapons Fars News Agency", "Shamkhani Western country France"):
+        known = [t for t in terms(question) if t in index.keyword.vocab_dict]
+        for n, mask_rows in ((3, None), (50, None), (3, rows)):
+            ours = retriever.keyword(terms(question), n, mask_rows)
+            mask = None
+            if mask_rows is not None:
+                mask = np.zeros(len(index.passages), dtype=np.float32)
+                mask[mask_rows] = 1
+            ids, scores = index.keyword.retrieve([known], k=min(n, len(index.passages)), weight_mask=mask,
+                                                 show_progress=False, n_threads=0)
+            theirs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if s > 0]
+            assert ours, question
+            assert [s for _, s in ours] == pytest.approx([s for _, s in theirs])
+            assert {r for r, _ in ours} == {r for r, _ in theirs} or len({s for _, s in theirs}) < len(theirs)
+            if mask_rows is not None:
+                assert all(index.doc_ids[int(index.passages[r, 0])] == doc for r, _ in ours)
