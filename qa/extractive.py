@@ -1,7 +1,7 @@
 """Extractive answers: pick the sentences that answer the question and cite each one.
 
 No language model: the answer is made of source sentences, so every quote is verbatim
-by construction. Each candidate sentence of the retrieved passages is scored by its
+by construction. Each candidate sentence (questions in the reports excepted) of the retrieved passages is scored by its
 embedding similarity to the question plus the IDF-weighted share of the question's
 terms it contains. The answer abstains when the best score is under one calibrated
 threshold, when the question asks for a number or a date that no chosen sentence
@@ -55,6 +55,7 @@ _CAUSE = re.compile(r"\b(because|due to|since|as a result|in order to|so that|ow
                     r"aim|aims|goal|to (avoid|protect|keep|prevent|preserve|fight|run|pursue|join))\b", re.IGNORECASE)
 _ENUMERATION = re.compile(r"[A-Z][\w’'-]*(?: [\w’'-]+){0,3}, (?:and )?[A-Z]")
 _WORDS = re.compile(r"[\w’'.-]+")
+_INTERROGATIVE = re.compile(r"\?[\"'”’)\]]*$")
 _LABEL = re.compile(r"^(Comment|Note|Update|Analysis|Editor's note)\s*:\s*", re.IGNORECASE)
 _PROPER = re.compile(r"(?<![.!?]\s)(?<!^)\b([A-Z][\w’'\-]+(?:\.[A-Z]\.?)*|\d[\d,.]*)")
 
@@ -155,6 +156,8 @@ def score_sentences(query: Query, vector: np.ndarray, passages: Sequence[Passage
         start, end = _trim_label(index, row)
         doc_i = int(index.sentences[row, 0])
         text = index.documents[doc_i].text
+        if _INTERROGATIVE.search(text[start:end]):
+            continue  # a question in a report (a quiz, a rhetorical one) answers nothing
         own = set(terms(text[start:end])) if start != int(index.sentences[row, 1]) else sentence_terms(row, text)
         before: set[str] = set()
         if row > 0 and int(index.sentences[row - 1, 0]) == doc_i:

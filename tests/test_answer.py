@@ -87,3 +87,15 @@ def test_concurrent_calls_get_their_own_answers(seeds_index, settings):
     with ThreadPoolExecutor(max_workers=6) as pool:
         results = list(pool.map(ask, questions))
     assert all(text == expected[q] for q, text in results)
+
+
+def test_a_question_in_a_report_is_never_the_answer(corpus, tmp_path, settings):
+    """A quiz page repeating the question verbatim must not be cited as its answer."""
+    (corpus / "quiz.txt").write_text(
+        "Weekly news quiz.\n\nWho will be the spokesperson of the new political alliance?\n\n"
+        "Which country was Shamkhani most likely referring to?\n", encoding="utf-8")
+    qa.index_paths([corpus], index=tmp_path / "ix", settings=settings)
+    a = qa.answer("Who will be the spokesperson of the new political alliance?", index=tmp_path / "ix",
+                  settings=settings)
+    assert not a.abstained and "Ahmed al-Asadi" in a.text
+    assert all(c.doc_id != "quiz.txt" and not c.quote.rstrip().endswith("?") for c in a.citations)
