@@ -56,6 +56,7 @@ _CAUSE = re.compile(r"\b(because|due to|since|as a result|in order to|so that|ow
 _ENUMERATION = re.compile(r"[A-Z][\w’'-]*(?: [\w’'-]+){0,3}, (?:and )?[A-Z]")
 _WORDS = re.compile(r"[\w’'.-]+")
 _INTERROGATIVE = re.compile(r"\?[\"'”’)\]]*$")
+_NUMBER_PART = re.compile(r"(?<=[A-Za-z])\d{2,}|\d{2,}(?=[A-Za-z])")
 _LABEL = re.compile(r"^(Comment|Note|Update|Analysis|Editor's note)\s*:\s*", re.IGNORECASE)
 _PROPER = re.compile(r"(?<![.!?]\s)(?<!^)\b([A-Z][\w’'\-]+(?:\.[A-Z]\.?)*|\d[\d,.]*)")
 
@@ -227,11 +228,11 @@ def compose(question: str, query: Query, chosen: list[Candidate], passages: Sequ
 
 def unknown_names(question: str, index: Index) -> list[str]:
     """Names and numbers in the question that occur nowhere in the indexed reports."""
-    missing = []
+    missing: list[str] = []
     for match in _PROPER.finditer(question.strip()):
         word = match.group(1)
-        stems = terms(word)
-        if stems and all(s not in index.vocab for s in stems):
+        stems = terms(word) + terms(" ".join(_NUMBER_PART.findall(word)))  # "FY2019" is known by "2019"
+        if stems and all(s not in index.vocab for s in stems) and word not in missing:
             missing.append(word)
     return missing
 
