@@ -229,11 +229,13 @@ def compose(question: str, query: Query, chosen: list[Candidate], passages: Sequ
 def unknown_names(question: str, index: Index) -> list[str]:
     """Names and numbers in the question that occur nowhere in the indexed reports."""
     missing: list[str] = []
+    seen: set[str] = set()
     for match in _PROPER.finditer(question.strip()):
         word = match.group(1)
         stems = terms(word) + terms(" ".join(_NUMBER_PART.findall(word)))  # "FY2019" is known by "2019"
-        if stems and all(s not in index.vocab for s in stems) and word not in missing:
+        if stems and all(s not in index.vocab for s in stems) and stems[0] not in seen:
             missing.append(word)
+            seen.add(stems[0])
     return missing
 
 

@@ -99,3 +99,15 @@ def test_a_question_in_a_report_is_never_the_answer(corpus, tmp_path, settings):
                   settings=settings)
     assert not a.abstained and "Ahmed al-Asadi" in a.text
     assert all(c.doc_id != "quiz.txt" and not c.quote.rstrip().endswith("?") for c in a.citations)
+
+
+def test_names_the_reports_never_mention(seeds_index, settings):
+    from qa.extractive import unknown_names
+    from qa.index import load_index
+
+    index = load_index(seeds_index, settings)
+    assert unknown_names("What did Saudi Arabia say about Saudi Arabia's allies?", index) == ["Saudi", "Arabia"]
+    assert unknown_names("What happened to the P.M.F. in FY2014?", index) == []  # the reports say "In 2014"
+    assert unknown_names("What happened in FY2031?", index) == ["FY2031"]
+    a = qa.answer("What did Saudi Arabia say about the Mujahideen Alliance?", index=seeds_index, settings=settings)
+    assert a.abstained and "Saudi" in a.notice
