@@ -1,11 +1,12 @@
 """Extractive answers: pick the sentences that answer the question and cite each one.
 
 No language model: the answer is made of source sentences, so every quote is verbatim
-by construction. Each candidate sentence (questions in the reports excepted) of the retrieved passages is scored by its
-embedding similarity to the question plus the IDF-weighted share of the question's
-terms it contains. The answer abstains when the best score is under one calibrated
-threshold, when the question asks for a number or a date that no chosen sentence
-holds, or when it names something the reports never mention.
+by construction. Each candidate sentence of the retrieved passages (questions in the
+reports excepted) is scored by its embedding similarity to the question plus the
+IDF-weighted share of the question's terms it contains. The answer abstains when the
+best score is under one calibrated threshold, when the question asks for a number or
+a date that no chosen sentence holds, or when it names something the reports never
+mention.
 """
 from __future__ import annotations
 
@@ -31,10 +32,10 @@ COVER_RATIO = 0.6
 COVER_GAIN = 0.25
 UNKNOWN_NAME_PENALTY = 0.25
 MULTIDOC_KEEP_RATIO = 0.75
-MULTIPART_ONLY = True
 
 _QUANTITY = re.compile(r"\b(how (many|much|large|big|long|old|often)|what (number|percentage|share|amount|proportion|size)|"
-                       r"what percent|(death|casualty) toll|casualties|turnout|budget|how much did .* cost)\b", re.IGNORECASE)
+                       r"what percent|(death|casualty) toll|casualties|turnout|budget)\b",
+                       re.IGNORECASE)
 _HOW_MANY = re.compile(r"\bhow many ((?:[\w.’'-]+ ){0,2}?[\w’'-]+?s)\b", re.IGNORECASE)
 _TIME = re.compile(r"^\W*(when|since when)\b|\b(what|which|on what|in what) (year|date|day|month|time)\b|\bhow long ago\b",
                    re.IGNORECASE)
@@ -189,7 +190,7 @@ def choose(question: str, candidates: list[Candidate], index: Index, query: Quer
     chosen = [c for c in candidates if c.score >= floor][: settings.max_sentences]
     weights = {t: w for t, w in _term_weights(Query(query.question), index).items() if t in index.vocab}
     total = sum(weights.values())
-    if total and (_MULTIPART.search(question) or not MULTIPART_ONLY):
+    if total and _MULTIPART.search(question):
         covered = set().union(*(set(terms(_text(index, c))) for c in chosen))
         for c in candidates:
             if len(chosen) >= settings.max_sentences or c.score < max(settings.abstain_below, best * COVER_RATIO):
