@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from qa.settings import DEFAULT_MODEL
+from qa.settings import DEFAULT_BATCH, DEFAULT_MODEL
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -44,7 +44,7 @@ def model_path(model: str) -> Path:
 class Embedder:
     """Batched, normalized sentence embeddings; safe to share between threads."""
 
-    def __init__(self, model: str = DEFAULT_MODEL, batch_size: int = 16) -> None:
+    def __init__(self, model: str = DEFAULT_MODEL, batch_size: int = DEFAULT_BATCH) -> None:
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
@@ -156,7 +156,7 @@ def onnx_cache(model: str, folder: Path) -> Path:
     return Path(folder) / ".models" / f"{key}.onnx"
 
 
-def get_query_encoder(model: str, folder: Path, batch_size: int = 16) -> "Embedder | QueryEncoder":
+def get_query_encoder(model: str, folder: Path, batch_size: int = DEFAULT_BATCH) -> "Embedder | QueryEncoder":
     """The light ONNX encoder when its export exists (written at index time), else the full one."""
     target = onnx_cache(model, folder)
     key = f"onnx:{target}"
@@ -182,7 +182,7 @@ def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def get_embedder(model: str = DEFAULT_MODEL, batch_size: int = 16) -> Embedder:
+def get_embedder(model: str = DEFAULT_MODEL, batch_size: int = DEFAULT_BATCH) -> Embedder:
     """The process-wide embedder for ``model``: loaded once, on first use."""
     with _cache_lock:
         embedder = _cache.get(model)
