@@ -108,7 +108,7 @@ def answer_stream(
                 query = Query(standalone, query.context)
         except LLMError as exc:
             log.warning("could not condense the follow-up, using the history instead: %s", exc)
-    vector = engine.retriever.embed_query(query)
+    vector, bare = engine.retriever.embed_parts(query)
     k = top_k or settings.top_k
     # Passages that are nothing but instructions to a model are never shown or quoted.
     found = engine.retriever.search(query, k + 3, doc_ids=doc_ids, vector=vector)
@@ -119,7 +119,7 @@ def answer_stream(
     said = last_answer(history) if query.context else ""
 
     def extractive(reason: str = "") -> Answer:
-        result = answer_extractive(question, query, vector, passages, engine.index, settings, said)
+        result = answer_extractive(question, query, vector, passages, engine.index, settings, said, bare)
         if not reason:
             return result
         log.warning("LLM answer not used: %s", reason)

@@ -35,6 +35,13 @@ _CAUSE = re.compile(r"\b(because|due to|since|as a result|in order to|so that|ow
 _ENUMERATION = re.compile(r"[A-Z][\w’'-]*(?: [\w’'-]+){0,3}, (?:and )?[A-Z]")
 _WORDS = re.compile(r"[\w’'.-]+")
 _INTERROGATIVE = re.compile(r"\?[\"'”’)\]]*$")
+_PRONOUN_START = re.compile(r"^\W*(he|she|they|it|his|her|their|its)\b", re.IGNORECASE)
+_NAME = re.compile(r"\b[A-Z][\w’'.-]*[\w’']?(?:\s+(?:(?:al|bin|ibn|de|del|da|von|van|of|the|and|for)[-\s]+)*[A-Z][\w’'.-]*)*")
+_OPENERS = frozenset(
+    """a an the this that these those there then thus many most some several few all each every both he she it
+    its we they his her their our i you in on at as after before during while when where if although though
+    however but and yet so also meanwhile moreover still since for by from with without one two three earlier
+    later today yesterday according last next monday tuesday wednesday thursday friday saturday sunday""".split())
 _LABEL = re.compile(r"^(Comment|Note|Update|Analysis|Editor's note)\s*:\s*", re.IGNORECASE)
 
 
@@ -60,15 +67,15 @@ def not_found(question: str, passages: Sequence[Passage] = (), query: str = "", 
 
 
 def answer_extractive(question: str, query: Query, vector: np.ndarray, passages: Sequence[Passage],
-                      index: Index, settings: Settings, said: str = "") -> Answer:
+                      index: Index, settings: Settings, said: str = "", bare: np.ndarray | None = None) -> Answer:
     """Compose a cited answer from the best sentences of ``passages``, or abstain.
 
-    ``said`` is the previous assistant message: a follow-up asks for something new, so
-    sentences already quoted there count for less.
+    ``said`` is the previous assistant message and ``bare`` the vector of the question
+    without its history: see :func:`repeat_factor`.
     """
     shape = analyse(question)
     rules = settings.rules
-    candidates = score_sentences(query, shape, vector, passages, index, rules, said)
+    candidates = score_sentences(query, shape, vector, passages, index, rules, said, bare)
     if not candidates:
         return not_found(question, passages, query.text, why="nothing retrieved")
     missing = unknown_names(shape, index)
@@ -107,7 +114,24 @@ def answers_type(shape: QuestionShape, sentence: str) -> bool:
         return bool(_TEMPORAL.search(sentence))
     if shape.wants_cause:
         return bool(_CAUSE.search(sentence))
+    if shape.wants_entity:
+        return bool(new_names(sentence, shape))
     return True
+
+
+def new_names(sentence: str, shape: QuestionShape) -> list[str]:
+    """Names in ``sentence`` that the question does not already use: what a who / which-agency /
+    where question asks for. A sentence that only restates the question's own names answers nothing."""
+    asked = set(terms(shape.text))
+    out = []
+    for match in _NAME.finditer(sentence):
+        word = match.group(0)
+        if match.start() == 0 and " " not in word and word.lower() in _OPENERS:
+            continue
+        stems = terms(word)
+        if stems and not set(stems) <= asked:
+            out.append(word)
+    return out
 
 
 def is_question_sentence(sentence: str) -> bool:
@@ -123,10 +147,30 @@ def list_shape_bonus(shape: QuestionShape, sentence: str, rules: AnswerRules) ->
 
 
 def repeat_factor(sentence: str, said_folded: str, rules: AnswerRules) -> float:
-    """A follow-up asks for something new: a sentence the previous answer quoted counts less."""
-    if said_folded and " ".join(sentence.split()) in said_folded:
-        return rules.repeat_factor
-    return 1.0
+    """A sentence the previous answer quoted gains nothing from the history that quoted it.
+
+    It is scored against the bare follow-up (no history vector, no history terms) and
+    then by ``repeat_factor``: the history resembles it by construction, which says
+    nothing about whether it answers the new question.
+    """
+    return rules.repeat_factor if is_repeated(sentence, said_folded) else 1.0
+
+
+def other_referent_penalty(query: Query, before: set[str], sentence: str, rules: AnswerRules) -> float:
+    """A follow-up's pronoun ("What did he ask …?") means the one the last exchange named.
+
+    A sentence that opens with a pronoun while the sentence before it names none of
+    those ("Grand Ayatollah Ali Sistani asked … He did not call …", asked about Qais
+    al-Khazali) is about someone else: it loses ``referent_penalty``.
+    """
+    if query.referents and _PRONOUN_START.match(sentence) and not before & set(query.referents):
+        return rules.referent_penalty
+    return 0.0
+
+
+def is_repeated(sentence: str, said_folded: str) -> bool:
+    """Whether the previous answer (whitespace folded) quoted ``sentence``."""
+    return bool(said_folded) and " ".join(sentence.split()) in said_folded
 
 
 def lexical_share(weights: dict[str, float], own: set[str], before: set[str]) -> float:
@@ -159,9 +203,10 @@ def unknown_names(shape: QuestionShape, index: Index) -> list[str]:
 
 
 def score_sentences(query: Query, shape: QuestionShape, vector: np.ndarray, passages: Sequence[Passage],
-                    index: Index, rules: AnswerRules, said: str = "") -> list[Candidate]:
+                    index: Index, rules: AnswerRules, said: str = "", bare: np.ndarray | None = None) -> list[Candidate]:
     """Every sentence of ``passages`` once (with its best-ranked passage), best first."""
     weights = term_weights(query, index, rules)
+    bare_weights = term_weights(Query(query.question), index, rules) if query.context else weights
     rows: dict[int, Passage] = {}
     for p in passages:
         for row in index.sentence_rows(p.passage_id):
@@ -169,7 +214,9 @@ def score_sentences(query: Query, shape: QuestionShape, vector: np.ndarray, pass
     if not rows:
         return []
     order = np.fromiter(rows, dtype=np.int64)
-    dense = np.asarray(index.sentence_vectors[order]) @ vector
+    vectors = np.asarray(index.sentence_vectors[order])
+    dense = vectors @ vector
+    dense_bare = vectors @ bare if bare is not None and query.context else dense
     said_folded = " ".join(said.split())
     out = []
     seen_terms: dict[int, set[str]] = {}  # a sentence is often also the one before another
@@ -179,7 +226,7 @@ def score_sentences(query: Query, shape: QuestionShape, vector: np.ndarray, pass
             seen_terms[r] = set(terms(text[int(index.sentences[r, 1]):int(index.sentences[r, 2])]))
         return seen_terms[r]
 
-    for row, sim in zip(order.tolist(), dense.tolist()):
+    for row, sim, sim_bare in zip(order.tolist(), dense.tolist(), dense_bare.tolist()):
         start, end = _trim_label(index, row)
         doc_i = int(index.sentences[row, 0])
         text = index.documents[doc_i].text
@@ -190,9 +237,15 @@ def score_sentences(query: Query, shape: QuestionShape, vector: np.ndarray, pass
         before: set[str] = set()
         if row > 0 and int(index.sentences[row - 1, 0]) == doc_i:
             before = sentence_terms(row - 1, text)
-        score = sim + rules.lexical_weight * lexical_share(weights, own, before)
-        score += list_shape_bonus(shape, sentence, rules)
-        score *= repeat_factor(sentence, said_folded, rules)
+        repeat = repeat_factor(sentence, said_folded, rules)
+        if is_repeated(sentence, said_folded):
+            score = sim_bare + rules.lexical_weight * lexical_share(bare_weights, own, before)
+        else:
+            score = sim + rules.lexical_weight * lexical_share(weights, own, before)
+        score += list_shape_bonus(shape, sentence, rules) - other_referent_penalty(query, before, sentence, rules)
+        if not answers_type(shape, sentence):
+            score -= rules.untyped_penalty
+        score *= repeat
         page = int(index.sentences[row, 3])
         out.append(Candidate(row, rows[row].doc_id, start, end, None if page < 0 else page, rows[row], score))
     out.sort(key=lambda c: (-c.score, c.row))

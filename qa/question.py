@@ -23,6 +23,15 @@ _MULTIDOC = re.compile(r"\b(both (reports|briefs|documents|articles)|each (repor
                        r"(reports|briefs)|across (the )?(reports|briefs)|in common|compare|differ|both)\b", re.IGNORECASE)
 _MULTIPART = re.compile(r",|;|\b(and|as well as|also|both|or|besides)\b", re.IGNORECASE)
 _WHY = re.compile(r"^\W*why\b|\bfor what reason\b", re.IGNORECASE)
+_ENTITY_NOUNS = (r"agency|agencies|newspaper|paper|outlet|outlets|media|network|channel|broadcaster|country|countries|"
+                 r"nation|nations|state|states|city|cities|town|province|region|capital|group|groups|organi[sz]ation|"
+                 r"organi[sz]ations|party|parties|company|companies|firm|bank|team|club|militia|militias|unit|units|"
+                 r"faction|bloc|alliance|coalition|court|council|ministry|department|body|leader|leaders|minister|"
+                 r"official|officials|member|members|person|people|man|woman|commander|spokesman|spokesperson|"
+                 r"cleric|president|prime minister|chief|head|ceo|senator|governor|player|players|athlete|singer|"
+                 r"actor|actress|author|brand|school|university|airline|storm|hurricane|ship|candidate|candidates")
+_ENTITY = re.compile(r"^\W*(who|whom|whose|where)\b|\b(which|what)\s+(?:[\w’'-]+\s+){0,2}?(" + _ENTITY_NOUNS + r")\b",
+                     re.IGNORECASE)
 _NUMBER_PART = re.compile(r"(?<=[A-Za-z])\d{2,}|\d{2,}(?=[A-Za-z])")
 _PROPER = re.compile(r"(?<![.!?]\s)(?<!^)\b([A-Z][\w’'\-]+(?:\.[A-Z]\.?)*|\d[\d,.]*)")
 
@@ -37,6 +46,7 @@ class QuestionShape:
     wants_date: bool = False
     wants_cause: bool = False
     wants_list: bool = False
+    wants_entity: bool = False  # a person, organization or place: "who …", "which agency …", "where …"
     multipart: bool = False
     multidoc: bool = False
     names: tuple[str, ...] = ()
@@ -53,6 +63,7 @@ def analyse(question: str) -> QuestionShape:
         wants_date=bool(_TIME.search(question)),
         wants_cause=bool(_WHY.search(question)),
         wants_list=bool(_LIST.search(question)),
+        wants_entity=bool(_ENTITY.search(question)) and not _QUANTITY.search(question) and not _TIME.search(question),
         multipart=bool(_MULTIPART.search(question)),
         multidoc=bool(_MULTIDOC.search(question)),
         names=question_names(question),

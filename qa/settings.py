@@ -39,7 +39,12 @@ class AnswerRules:
     keep_ratio: float = 0.95
     list_keep_ratio: float = 0.85
     # A sentence the previous answer already quoted counts this much; grid {0.7, 0.5, 0.3}.
-    repeat_factor: float = 0.5
+    repeat_factor: float = 1.0
+    # A follow-up's "He …" sentence whose antecedent is someone else; grid {0.1, 0.2, 0.3}.
+    referent_penalty: float = 0.2
+    # A sentence that cannot answer the kind of question asked (no number for "how many",
+    # no new name for "who") ranks below those that can; grid {0, 0.1, 0.2, 0.3}.
+    untyped_penalty: float = 0.2
     # A list question favours sentences that enumerate names.
     list_shape_bonus: float = 0.15
     # A many-part question adds a sentence scoring at least cover_ratio of the best one
