@@ -29,8 +29,8 @@ MIN_CHARS = 500
 STORIES: dict[str, tuple[str, list[str]]] = {
     "sri-lanka-crisis": ("test", ["d71f9442bf9a", "f483f382834a", "109cd9bf3c7a"]),
     "artemis-i": ("test", ["c37a6b52e488", "11638a1aca88", "e0617f60fb9f"]),
-    "student-loans": ("test", ["ae7bf73a3f79", "49b093a803ec"]),
-    "grocery-prices": ("test", ["36aebd3e5dc0", "25d16b43b0cb"]),
+    "student-loans": ("dev", ["ae7bf73a3f79", "49b093a803ec"]),
+    "grocery-prices": ("dev", ["36aebd3e5dc0", "25d16b43b0cb"]),
     "afghanistan-earthquake": ("test", ["a539cfa139ce"]),
     "dart-mission": ("test", ["2c4baa210d85"]),
     "uk-prime-ministers": ("dev", ["cb4c26e0c3bd", "77f5e1711c0c", "9ba9445d1999"]),
