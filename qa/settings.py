@@ -45,6 +45,8 @@ class AnswerRules:
     # A sentence that cannot answer the kind of question asked (no number for "how many",
     # no new name for "who") ranks below those that can; grid {0, 0.1, 0.2, 0.3}.
     untyped_penalty: float = 0.2
+    # ... and one that names none of those the last exchange named (a tie-breaker); grid {0.03, 0.06, 0.1}.
+    unnamed_penalty: float = 0.05
     # A list question favours sentences that enumerate names.
     list_shape_bonus: float = 0.15
     # A many-part question adds a sentence scoring at least cover_ratio of the best one
