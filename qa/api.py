@@ -184,7 +184,7 @@ def get_engine(index: str | os.PathLike | None, settings: Settings) -> Engine:
     """The cached engine for an index and these settings, reloaded when the index on disk changed."""
     path = Path(index) if index is not None else settings.index
     loaded_key = (str(path.resolve()), settings.fingerprint())
-    engine_key = (*loaded_key, settings.rrf_k, settings.candidates, settings.top_k)
+    engine_key = (*loaded_key, settings.rrf_k, settings.candidates, settings.top_k, settings.sentence_search)
     with _engines_lock:
         live = _generation(path)
         engine = _engines.get(engine_key)

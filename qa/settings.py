@@ -74,6 +74,8 @@ class Settings:
     top_k: int = 5
     rrf_k: int = 60
     candidates: int = 50
+    # Hybrid retrieval also ranks passages by their best sentence (dense, over sentence vectors).
+    sentence_search: bool = False
     # Extractive answering; the threshold is calibrated on eval/seeds.jsonl
     # (see eval/README.md), never per question.
     abstain_below: float = 0.55
