@@ -7,12 +7,15 @@ storage so a reload shows the same answers with the same citations.
 from __future__ import annotations
 
 import dataclasses
+import filecmp
 import html
 import logging
+import os
 import re
 import shutil
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 from qa.api import answer, answer_stream, get_engine, index_paths
 from qa.index import IndexProblem
@@ -67,8 +70,19 @@ def plain_history(messages: list[dict]) -> list[dict]:
     return out
 
 
-def store_upload(src: Path, corpus: Path, limit: int) -> Path:
-    """Copy an uploaded file into the corpus under its base name, after checking it loads."""
+class Stored(NamedTuple):
+    """Where an upload was put; ``status`` is "new", "renamed" (a different file had its name) or "identical"."""
+
+    path: Path
+    status: str
+
+
+def store_upload(src: Path, corpus: Path, limit: int) -> Stored:
+    """Copy an uploaded file into the corpus, after checking it loads; never replace a file there.
+
+    A different file already holding the name keeps it, and the upload gets the first
+    free ``name-2.txt``, ``name-3.txt``…; a byte-identical file already there is a no-op.
+    """
     name = Path(src.name).name
     if not name or name.startswith(".") or Path(name).suffix.lower() not in UPLOAD_SUFFIXES:
         raise LoadError(f"{name or 'file'}: only {', '.join(UPLOAD_SUFFIXES)} files can be added")
@@ -76,16 +90,42 @@ def store_upload(src: Path, corpus: Path, limit: int) -> Path:
         raise LoadError(f"{name}: larger than the {limit // 2**20} MiB upload limit")
     list(load_file(src, name))  # raises LoadError for empty, binary or broken files
     corpus.mkdir(parents=True, exist_ok=True)
-    target = corpus / name
-    shutil.copyfile(src, target)
-    return target
+    stem, suffix = Path(name).stem, Path(name).suffix
+    partial = corpus / f".upload-{uuid.uuid4().hex}{suffix}"  # a dot-file: the loader skips it
+    shutil.copyfile(src, partial)
+    try:
+        for n in range(1, 1000):
+            target = corpus / (name if n == 1 else f"{stem}-{n}{suffix}")
+            if target.exists():
+                if filecmp.cmp(partial, target, shallow=False):
+                    return Stored(target, "identical")
+                continue
+            try:
+                _place(partial, target)
+            except FileExistsError:  # taken meanwhile: try the next name
+                continue
+            return Stored(target, "new" if n == 1 else "renamed")
+        raise LoadError(f"{name}: too many files with this name in {corpus}")
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _place(src: Path, target: Path) -> None:
+    """Give ``src`` the name ``target`` only if that name is free (FileExistsError otherwise)."""
+    try:
+        os.link(src, target)
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links
+        with open(src, "rb") as fin, open(target, "xb") as fout:
+            shutil.copyfileobj(fin, fout)
 
 
 def upload_target(index: Path | None, settings: Settings) -> tuple[Path, list[str]]:
-    """Where uploads go, and every source to re-index: the index's own corpus folder."""
-    sources = list(get_engine(index, settings).index.manifest.get("sources") or [str(settings.corpus)])
-    folder = next((Path(s) for s in sources if Path(s).is_dir()), settings.corpus)
-    if str(folder) not in sources:
+    """Where uploads go (``settings.corpus``, i.e. QA_CORPUS), and every source to re-index."""
+    sources = list(get_engine(index, settings).index.manifest.get("sources") or [])
+    folder = Path(settings.corpus).resolve()
+    if str(folder) not in {str(Path(s).resolve()) for s in sources}:
         sources.append(str(folder))
     return folder, sources
 
@@ -134,14 +174,21 @@ def build_app(settings: Settings, index: Path | None = None):
     def add_files(files, progress=gr.Progress()):
         if not files:
             return "No file chosen.", gr.update()
-        stored, rejected = [], []
+        stored, rejected, notes = [], [], []
         folder, sources = upload_target(index, settings)
         for f in files:
             path = Path(getattr(f, "name", f))
             try:
-                stored.append(store_upload(path, folder, settings.upload_max_bytes).name)
+                kept = store_upload(path, folder, settings.upload_max_bytes)
             except (LoadError, OSError) as exc:
                 rejected.append(str(exc))
+                continue
+            if kept.status == "identical":
+                notes.append(f"{path.name} is already in the corpus as {kept.path.name}")
+            else:
+                stored.append(kept.path.name)
+            if kept.status == "renamed":
+                notes.append(f"a different {path.name} already exists, so this one was saved as {kept.path.name}")
         message = ""
         if stored:
             try:
@@ -152,6 +199,8 @@ def build_app(settings: Settings, index: Path | None = None):
             except Exception as exc:
                 log.exception("indexing uploads failed")
                 message = f"⚠️ Indexing failed: {exc}"
+        if notes:
+            message += (" " if message else "") + "; ".join(notes) + "."
         if rejected:
             message += (" " if message else "") + "Rejected: " + "; ".join(rejected)
         return message, gr.update(choices=documents())

@@ -175,7 +175,7 @@ def test_store_upload_keeps_base_name_type_and_size(tmp_path):
     nested.mkdir(parents=True)
     ok = nested / "brief.md"
     ok.write_text("A short brief.", encoding="utf-8")
-    assert store_upload(tmp_path / "a" / ".." / "a" / "b" / "brief.md", corpus, 1000) == corpus / "brief.md"
+    assert store_upload(tmp_path / "a" / ".." / "a" / "b" / "brief.md", corpus, 1000).path == corpus / "brief.md"
     assert sorted(p.name for p in corpus.iterdir()) == ["brief.md"]
     exe = nested / "tool.exe"
     exe.write_bytes(b"MZ" * 10)
@@ -190,6 +190,39 @@ def test_store_upload_keeps_base_name_type_and_size(tmp_path):
     with pytest.raises(LoadError):
         store_upload(binary, corpus, 1000)
     assert sorted(p.name for p in corpus.iterdir()) == ["brief.md"]
+
+
+def test_upload_never_replaces_a_different_file(tmp_path):
+    from qa.ui import store_upload
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    original = corpus / "falmouth.txt"
+    original.write_text("The Falmouth packet sailed on Monday.", encoding="utf-8")
+    upload = tmp_path / "upload" / "falmouth.txt"
+    upload.parent.mkdir()
+    upload.write_text("A different report that happens to share the name.", encoding="utf-8")
+    kept = store_upload(upload, corpus, 10_000)
+    assert kept == (corpus / "falmouth-2.txt", "renamed")
+    assert original.read_text(encoding="utf-8") == "The Falmouth packet sailed on Monday."
+    assert kept.path.read_text(encoding="utf-8") == upload.read_text(encoding="utf-8")
+    # the same bytes again, under either name: nothing new is written
+    assert store_upload(upload, corpus, 10_000) == (corpus / "falmouth-2.txt", "identical")
+    same = tmp_path / "falmouth.txt"
+    shutil.copyfile(original, same)
+    assert store_upload(same, corpus, 10_000) == (original, "identical")
+    assert sorted(p.name for p in corpus.iterdir()) == ["falmouth-2.txt", "falmouth.txt"]
+
+
+def test_uploads_go_to_qa_corpus_not_the_index_source(seeds_index, settings, tmp_path):
+    from dataclasses import replace
+
+    from qa.ui import upload_target
+
+    corpus = tmp_path / "uploads"
+    folder, sources = upload_target(seeds_index, replace(settings, corpus=corpus))
+    assert folder == corpus.resolve()
+    assert str(corpus.resolve()) in sources and str((ROOT / "seeds").resolve()) in sources
 
 
 @pytest.mark.llm
