@@ -20,6 +20,7 @@ import numpy as np
 from qa.index import Index, terms
 from qa.retrieve import NOT_FOUND_PREFIX, Query
 from qa.settings import Settings
+from qa.text import is_instruction
 from qa.types import Answer, Citation, Passage
 
 LEXICAL_WEIGHT = 0.8
@@ -160,6 +161,8 @@ def score_sentences(query: Query, vector: np.ndarray, passages: Sequence[Passage
         text = index.documents[doc_i].text
         if _INTERROGATIVE.search(text[start:end]):
             continue  # a question in a report (a quiz, a rhetorical one) answers nothing
+        if is_instruction(text[start:end]):
+            continue  # text that tries to steer a model is never quoted
         own = set(terms(text[start:end])) if start != int(index.sentences[row, 1]) else sentence_terms(row, text)
         before: set[str] = set()
         if row > 0 and int(index.sentences[row - 1, 0]) == doc_i:
