@@ -13,6 +13,9 @@ import logging
 import os
 import re
 import shutil
+import signal
+import threading
+import time
 import uuid
 from pathlib import Path
 from typing import NamedTuple
@@ -36,23 +39,37 @@ a.qa-cite { text-decoration: none; font-weight: 600; }
 """
 
 
+LOGIN_FAILURES, LOGIN_WINDOW = 5, 60.0  # failed logins allowed per client per window (seconds)
+# Characters that Markdown (and its autolinker) would turn into links, emphasis or code:
+# written as entities they show as themselves and do nothing.
+_MARKDOWN_ACTIVE = {"[": "&#91;", "]": "&#93;", "(": "&#40;", ")": "&#41;", "*": "&#42;", "_": "&#95;",
+                    "`": "&#96;", ":": "&#58;", "@": "&#64;", "!": "&#33;", "~": "&#126;", "#": "&#35;",
+                    ".": "&#46;", "|": "&#124;", "\\": "&#92;", "$": "&#36;"}
+_MARKER_SPLIT = re.compile(r"(\[\d+\])")
+
+
+def inert(text: str) -> str:
+    """Report text as HTML that renders as plain text: no live link, image or markup from a report."""
+    return "".join(_MARKDOWN_ACTIVE.get(ch, ch) for ch in html.escape(text, quote=True)).replace("\n", " ")
+
+
 def render_answer(result: Answer, turn: str) -> str:
     """Answer text with clickable markers, then its own Sources block."""
-    text = html.escape(result.text, quote=False)
-    text = re.sub(r"\[(\d+)\]", lambda m: f'<a class="qa-cite" href="#src-{turn}-{m.group(1)}">[{m.group(1)}]</a>', text)
+    text = "".join(f'<a class="qa-cite" href="#src-{turn}-{part[1:-1]}">{part}</a>' if _MARKER_SPLIT.fullmatch(part)
+                   else inert(part) for part in _MARKER_SPLIT.split(result.text))
     if result.notice and result.mode != "extractive":
-        text += f'\n\n<div class="qa-notice">⚠️ {html.escape(result.notice)}</div>'
+        text += f'\n\n<div class="qa-notice">⚠️ {inert(result.notice)}</div>'
     if not result.citations:
         return text
     blocks = []
     for n, c in enumerate(result.citations, start=1):
-        where = html.escape(c.doc_id) + (f", page {c.page}" if c.page is not None else "")
+        where = inert(c.doc_id) + (f", page {c.page}" if c.page is not None else "")
         at = c.passage.find(c.quote)
         if at >= 0:
-            body = (html.escape(c.passage[:at]) + "<mark>" + html.escape(c.quote) + "</mark>"
-                    + html.escape(c.passage[at + len(c.quote):]))
+            body = (inert(c.passage[:at]) + "<mark>" + inert(c.quote) + "</mark>"
+                    + inert(c.passage[at + len(c.quote):]))
         else:
-            body = "<mark>" + html.escape(c.quote) + "</mark>"
+            body = "<mark>" + inert(c.quote) + "</mark>"
         blocks.append(f'<div class="qa-source" id="src-{turn}-{n}"><b>[{n}] {where}</b> '
                       f'<small>chars {c.start}–{c.end}</small><br>{body}</div>')
     return f"{text}\n\n{SOURCES_OPEN}<b>Sources</b>{''.join(blocks)}</div>"
@@ -154,14 +171,14 @@ def build_app(settings: Settings, index: Path | None = None):
             for result in answer_stream(question, plain_history(history[:-1]), index=index, settings=chosen,
                                         doc_ids=doc_filter or None, top_k=int(k)):
                 if isinstance(result, str):
-                    draft = html.escape(result) + "\n\n<small><i>checking citations…</i></small>"
+                    draft = inert(result) + "\n\n<small><i>checking citations…</i></small>"
                     yield history + [{"role": "assistant", "content": draft}], "", history
             assert isinstance(result, Answer)
             final = render_answer(result, uuid.uuid4().hex[:8])
             if chosen.llm == "none":
                 words = result.text.split(" ")
                 for i in range(0, len(words), 6):
-                    yield (history + [{"role": "assistant", "content": html.escape(" ".join(words[:i + 6]))}],
+                    yield (history + [{"role": "assistant", "content": inert(" ".join(words[:i + 6]))}],
                            "", history)
         except ValueError as exc:
             final = f"⚠️ {html.escape(str(exc))}"
@@ -183,6 +200,8 @@ def build_app(settings: Settings, index: Path | None = None):
             except (LoadError, OSError) as exc:
                 rejected.append(str(exc))
                 continue
+            finally:
+                path.unlink(missing_ok=True)  # Gradio's temporary copy: the corpus has its own now
             if kept.status == "identical":
                 notes.append(f"{path.name} is already in the corpus as {kept.path.name}")
             else:
@@ -198,14 +217,15 @@ def build_app(settings: Settings, index: Path | None = None):
                            f"document(s) indexed.")
             except Exception as exc:
                 log.exception("indexing uploads failed")
-                message = f"⚠️ Indexing failed: {exc}"
+                message = f"⚠️ Indexing failed: {html.escape(str(exc))}"
         if notes:
             message += (" " if message else "") + "; ".join(notes) + "."
         if rejected:
             message += (" " if message else "") + "Rejected: " + "; ".join(rejected)
         return message, gr.update(choices=documents())
 
-    with gr.Blocks(title="Report QA") as app:
+    # delete_cache: Gradio's temporary upload copies older than an hour go, and all of them at shutdown.
+    with gr.Blocks(title="Report QA", delete_cache=(3600, 3600)) as app:
         saved = gr.BrowserState([], storage_key="qa-chat-v1")
         gr.Markdown("## Ask the reports\nEvery claim cites the sentence it comes from; click a marker to see it.")
         with gr.Row():
@@ -237,8 +257,11 @@ def build_app(settings: Settings, index: Path | None = None):
             """Answer one question; the text keeps its [n] markers."""
             try:
                 return answer(question, index=index, settings=settings).text
-            except ValueError as exc:
+            except (ValueError, IndexProblem) as exc:
                 return f"Error: {exc}"
+            except Exception as exc:  # an API client gets the reason, not "upstream Gradio app has raised"
+                log.exception("answer failed")
+                return f"Error: could not answer ({type(exc).__name__}: {exc})"
 
         gr.api(chat, api_name="chat")
     return app
@@ -255,6 +278,52 @@ def serve(settings: Settings, index: Path | None = None, host: str = "127.0.0.1"
             raise ValueError("QA_AUTH must look like user:password")
         auth = (user, password)
     app.queue(default_concurrency_limit=4, max_size=128)
+    from starlette.middleware import Middleware
+
+    def stop(signum, frame) -> None:
+        raise KeyboardInterrupt  # Gradio then shuts down cleanly, deleting its temporary upload copies
+
+    signal.signal(signal.SIGTERM, stop)
+
     app.launch(server_name=host, server_port=port, share=False, auth=auth, show_error=False, css=CSS,
-               allowed_paths=[], footer_links=["api"])
+               allowed_paths=[], footer_links=["api"], max_file_size=settings.upload_max_bytes,
+               app_kwargs={"middleware": [Middleware(LoginThrottle)]})
+
+
+class LoginThrottle:
+    """ASGI middleware: after ``LOGIN_FAILURES`` failed logins in ``LOGIN_WINDOW`` s, a client gets 429."""
+
+    def __init__(self, app, failures: int = LOGIN_FAILURES, window: float = LOGIN_WINDOW) -> None:
+        self.app, self.failures, self.window = app, failures, window
+        self._failed: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST" or not scope["path"].rstrip("/").endswith("/login"):
+            await self.app(scope, receive, send)
+            return
+        client = (scope.get("client") or ("unknown",))[0]
+        now = time.monotonic()
+        with self._lock:
+            recent = [t for t in self._failed.pop(client, []) if now - t < self.window]
+            if recent:
+                self._failed[client] = recent
+            wait = self.window - (now - recent[0]) if len(recent) >= self.failures else 0.0
+        if wait > 0:
+            body = b'{"detail": "Too many failed logins from this address: try again in a minute."}'
+            await send({"type": "http.response.start", "status": 429,
+                        "headers": [(b"content-type", b"application/json"), (b"retry-after", str(int(wait) + 1).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        status = {}
+
+        async def watch(message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        await self.app(scope, receive, watch)
+        if status.get("code", 500) >= 400:
+            with self._lock:
+                self._failed.setdefault(client, []).append(time.monotonic())
 

@@ -326,3 +326,76 @@ def test_chats_keep_answering_while_the_index_is_rebuilt(corpus, tmp_path, setti
     assert not errors, errors[:3]
     assert len(answers) >= 3 and all("Ahmed al-Asadi" in a for a in answers)
     assert len(list(path.glob("gen-*"))) == 1 and check_index(path) == []
+
+
+# ---------------------------------------------------------------- the server under abuse
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory):
+    """A real ``qa chat`` with a login and a 1 MB upload limit."""
+    from tests.test_ui import start_server
+
+    proc, info = start_server(tmp_path_factory, {"QA_AUTH": "analyst:s3cret", "QA_UPLOAD_MAX_BYTES": "1000000"})
+    info.update(proc=proc, base=info["corpus"].parent)
+    yield info
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def _login(url: str):
+    import httpx
+
+    client = httpx.Client(base_url=url, timeout=60)
+    assert client.post("login", data={"username": "analyst", "password": "s3cret"}).status_code == 200
+    return client
+
+
+def test_oversized_upload_is_refused_by_the_server(guarded):
+    client = _login(guarded["url"])
+    done = client.post("gradio_api/upload", files={"files": ("big.txt", b"word " * 400_000, "text/plain")})
+    assert done.status_code == 413, done.text
+    ok = client.post("gradio_api/upload", files={"files": ("small.txt", b"A short note.", "text/plain")})
+    assert ok.status_code == 200
+    kept = [p for p in (guarded["base"] / "gradio").rglob("*") if p.is_file()]
+    assert [p.name for p in kept] == ["small.txt"], "nothing of the refused upload is kept"
+
+
+def test_chat_api_on_a_broken_index_gets_the_reason(guarded):
+    from gradio_client import Client
+
+    client = Client(guarded["url"], auth=("analyst", "s3cret"), verbose=False)
+    assert "Ahmed al-Asadi" in client.predict(QUESTION, api_name="/chat")
+    index = guarded["base"] / "index"
+    good = (index / "CURRENT").read_text()
+    broken = index / "gen-broken"
+    shutil.copytree(index / good, broken)
+    _flip(broken / "passages.npy")
+    (index / "CURRENT").write_text(broken.name)
+    try:
+        text = client.predict(QUESTION, api_name="/chat")
+        assert text.startswith("Error:") and "passages.npy" in text and "--rebuild" in text, text
+    finally:
+        (index / "CURRENT").write_text(good)
+        shutil.rmtree(broken)
+    assert "Ahmed al-Asadi" in client.predict(QUESTION, api_name="/chat")
+
+
+def test_failed_logins_are_throttled_per_client(guarded):
+    import httpx
+
+    with httpx.Client(base_url=guarded["url"], timeout=60) as client:
+        codes = [client.post("login", data={"username": "analyst", "password": f"guess{i}"}).status_code
+                 for i in range(8)]
+        assert codes[:5] == [400] * 5 and codes[5:] == [429] * 3, codes
+        blocked = client.post("login", data={"username": "analyst", "password": "s3cret"})
+        assert blocked.status_code == 429 and "Retry-After" in blocked.headers
+
+
+def test_temporary_uploads_are_removed_at_shutdown(guarded):
+    proc = guarded["proc"]
+    assert [p for p in (guarded["base"] / "gradio").rglob("*") if p.is_file()], "an upload is waiting"
+    proc.terminate()
+    proc.wait(timeout=60)
+    assert not [p for p in (guarded["base"] / "gradio").rglob("*") if p.is_file()]

@@ -28,7 +28,8 @@ def start_server(tmp_path_factory, extra_env=None):
     corpus = base / "corpus"
     shutil.copytree(ROOT / "seeds", corpus)
     port = free_port()
-    env = {**os.environ, "QA_CORPUS": str(corpus), "QA_INDEX": str(base / "index"), **(extra_env or {})}
+    env = {**os.environ, "QA_CORPUS": str(corpus), "QA_INDEX": str(base / "index"),
+           "GRADIO_TEMP_DIR": str(base / "gradio"), **(extra_env or {})}
     log = open(base / "server.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "qa.cli", "chat", "--port", str(port)], cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
@@ -148,6 +149,7 @@ def test_browser_chat_citations_reload_and_upload(server, tmp_path):
         page.locator("#upload input[type=file]").set_input_files([str(note)])
         page.wait_for_function("document.querySelector('#upload-status').innerText.includes('Added')", timeout=120_000)
         assert (server["corpus"] / "harbour.txt").exists()
+        assert not list((server["corpus"].parent / "gradio").rglob("harbour.txt")), "the temporary copy is removed"
         ask(page, "When did the Umm Qasr harbour reopen?")
         last = page.locator(".qa-sources").last.inner_text()
         assert "harbour.txt" in last and "Tuesday" in last
@@ -190,6 +192,22 @@ def test_store_upload_keeps_base_name_type_and_size(tmp_path):
     with pytest.raises(LoadError):
         store_upload(binary, corpus, 1000)
     assert sorted(p.name for p in corpus.iterdir()) == ["brief.md"]
+
+
+def test_links_in_reports_are_shown_as_text():
+    from qa.types import Answer, Citation
+    from qa.ui import render_answer
+
+    quote = "Details at [the portal](https://evil.example/x) and www.evil.example or mail@evil.example."
+    passage = "Before. " + quote + " ![img](http://evil.example/i.png) <a href='http://evil.example'>x</a>"
+    result = Answer(text=quote + " [1]", citations=[Citation("memo.txt", quote, 8, 8 + len(quote), None, passage, 1.0)],
+                    abstained=False, question="q")
+    rendered = render_answer(result, "t1")
+    assert rendered.count("<a ") == 1 and 'class="qa-cite"' in rendered  # only the marker is a link
+    for live in ("http://", "https://", "www.evil", "](", "<a href", "@evil", "!["):
+        assert live not in rendered, live
+    import html
+    assert html.unescape(re.sub(r"<[^>]+>", "", rendered)).count("https://evil.example/x") == 2  # still readable
 
 
 def test_upload_never_replaces_a_different_file(tmp_path):
