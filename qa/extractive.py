@@ -22,6 +22,7 @@ from qa.index import Index, terms
 from qa.question import QuestionShape, analyse, name_stems
 from qa.retrieve import NOT_FOUND_PREFIX, Query
 from qa.settings import AnswerRules, Settings
+from qa.text import is_instruction
 from qa.types import Answer, Citation, Passage
 
 _NUMBER = re.compile(r"\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|"
@@ -237,8 +238,8 @@ def score_sentences(query: Query, shape: QuestionShape, vector: np.ndarray, pass
         doc_i = int(index.sentences[row, 0])
         text = index.documents[doc_i].text
         sentence = text[start:end]
-        if is_question_sentence(sentence):
-            continue
+        if is_question_sentence(sentence) or is_instruction(sentence):
+            continue  # text that tries to steer a model is never quoted
         own = set(terms(sentence)) if start != int(index.sentences[row, 1]) else sentence_terms(row, text)
         before: set[str] = set()
         if row > 0 and int(index.sentences[row - 1, 0]) == doc_i:

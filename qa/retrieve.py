@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from qa.embed import Embedder, QueryEncoder
-from qa.index import Index, terms
+from qa.index import Index, IndexCorrupt, terms
 from qa.settings import Settings
 from qa.types import Passage
 
@@ -142,6 +142,8 @@ class Retriever:
     ) -> list[Passage]:
         """Top-``k`` passages; ``doc_ids`` restricts the search to those documents."""
         k = k or self.settings.top_k
+        if self.index.problem:
+            raise IndexCorrupt(self.index.problem)
         if mode not in MODES:
             raise ValueError(f"unknown retrieval mode {mode!r}; use one of {', '.join(MODES)}")
         rows = None if doc_ids is None else self.index.rows_of_documents(doc_ids)

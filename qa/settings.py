@@ -23,6 +23,12 @@ def _default_root() -> Path:
     return PROJECT_ROOT if (PROJECT_ROOT / "pyproject.toml").exists() else Path.cwd()
 
 
+def _default_model_cache() -> Path:
+    """The user's cache folder: one ONNX export per model, shared by every index."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "qa" / "models"
+
+
 @dataclass(frozen=True)
 class AnswerRules:
     """Weights of the extractive answer's rules (qa/extractive.py), each chosen on dev data.
@@ -65,6 +71,7 @@ class Settings:
 
     corpus: Path = _default_root() / "seeds"
     index: Path = _default_root() / "indexes" / "default"
+    model_cache: Path = _default_model_cache()
     model: str = DEFAULT_MODEL
     # Chunking: passages are runs of whole sentences of at most `chunk_chars`
     # characters, consecutive passages sharing `chunk_overlap` sentences.
@@ -108,7 +115,7 @@ class Settings:
         if "llm_api_key" not in values and env.get("OPENAI_API_KEY"):
             values["llm_api_key"] = env["OPENAI_API_KEY"]
         values.update({k: v for k, v in overrides.items() if v is not None})
-        for key in ("corpus", "index"):
+        for key in ("corpus", "index", "model_cache"):
             if key in values:
                 values[key] = Path(values[key]).expanduser()  # type: ignore[arg-type]
         return cls(**values)  # type: ignore[arg-type]
