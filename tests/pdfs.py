@@ -76,12 +76,15 @@ def seed_paragraphs(path: Path) -> list[str]:
     return [p.strip() for p in text.split("\n\n") if p.strip()]
 
 
-def write_docx(target: Path, title: str, paragraphs: list[str], table: list[list[str]] | None = None) -> Path:
+def write_docx(target: Path, title: str, paragraphs: list[str], table: list[list[str]] | None = None,
+               heading: bool = True) -> Path:
     """A Word file with a heading, body paragraphs and an optional table (python-docx)."""
     import docx
 
     document = docx.Document()
-    document.add_heading(title, level=1)
+    document.core_properties.title = title
+    if heading:
+        document.add_heading(title, level=1)
     if table:
         grid = document.add_table(rows=len(table), cols=len(table[0]))
         for r, row in enumerate(table):

@@ -77,7 +77,12 @@ def resolve_hyphens(texts: list[str]) -> list[str]:
     """
     if not any(HYPHEN_MARK in t for t in texts):
         return texts
-    words = Counter(w.lower() for t in texts for w in _WORD.findall(t.replace(HYPHEN_MARK, " ")))
+    words: Counter[str] = Counter()
+    for t in texts:
+        for token in _WORD.findall(t.replace(HYPHEN_MARK, " ").lower()):
+            words[token] += 1
+            pieces = token.split("-")
+            words.update(f"{a}-{b}" for a, b in zip(pieces, pieces[1:]) if len(pieces) > 2)
 
     def decide(match: re.Match) -> str:
         head, tail = match.group(1), match.group(2)
