@@ -31,19 +31,16 @@ def write_pdf(path: Path, pages: list[str]) -> Path:
     return path
 
 
-def report_html(title: str, paragraphs: list[str], *, columns: int = 1, header: str = "",
+def report_html(title: str, paragraphs: list[str], *, columns: int = 1,
                 table: list[list[str]] | None = None, heading: bool = True) -> str:
-    """A plain report page: justified paragraphs, optionally two columns, a running header and a table."""
+    """A plain report page: justified paragraphs, optionally in two columns and after a table."""
     css = ("body{font-family:'DejaVu Serif',serif;font-size:11pt;text-align:justify;margin:0}"
            "h1{font-size:16pt}p{margin:0 0 0.8em 0}"
            f"main{{column-count:{columns};column-gap:2.5em}}"
            "table{border-collapse:collapse;margin:1em 0}td{padding:2px 14px;text-align:right}"
-           "td:first-child{text-align:left}"
-           ".run{position:fixed;top:0;left:0;right:0;font-size:8pt;text-align:center}")
+           "td:first-child{text-align:left}")
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{css}</style></head><body>"]
-    if header:
-        parts.append(f"<div class='run'>{html.escape(header)}</div><div style='height:2em'></div>")
     if heading:
         parts.append(f"<h1>{html.escape(title)}</h1>")
     if table:
@@ -53,8 +50,11 @@ def report_html(title: str, paragraphs: list[str], *, columns: int = 1, header: 
     return "".join(parts)
 
 
-def print_to_pdf(markup: str, target: Path) -> Path:
-    """Print an HTML page to PDF with headless Chromium (as a user's browser would)."""
+def print_to_pdf(markup: str, target: Path, header_footer: bool = False) -> Path:
+    """Print an HTML page to PDF with headless Chromium (as a user's browser would).
+
+    ``header_footer`` keeps Chromium's running header (date, title) and footer (address, page "1/3").
+    """
     if CHROMIUM is None:
         raise RuntimeError("chromium is not installed")
     with tempfile.TemporaryDirectory(prefix="qa-chromium-") as tmp:
@@ -62,7 +62,7 @@ def print_to_pdf(markup: str, target: Path) -> Path:
         page.write_text(markup, encoding="utf-8")
         cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               "--no-pdf-header-footer", f"--user-data-dir={tmp}/profile", f"--print-to-pdf={target}",
+               *([] if header_footer else ["--no-pdf-header-footer"]), f"--user-data-dir={tmp}/profile", f"--print-to-pdf={target}",
                page.as_uri()]
         subprocess.run(cmd, check=True, capture_output=True, timeout=120)
     if not target.exists() or target.stat().st_size == 0:

@@ -140,7 +140,10 @@ class _Layout:
         self.segs = segs
         self.width = width
         rows = _rows(segs)
-        self.edges = rows[:2] + rows[-2:] if len(rows) > 4 else rows
+        # Running headers and footers sit above or below the page's other content and are not
+        # lines of prose (those run across the text width in one piece).
+        edges = rows[:2] + rows[-2:] if len(rows) >= 6 else [rows[0], rows[-1]] if len(rows) >= 3 else []
+        self.edges = [r for r in edges if len(r.segs) > 1 or r.x1 - r.x0 < 0.6 * width]
 
 
 def _page_segments(page) -> tuple[list[_Seg] | None, bool, bool, float]:
@@ -158,9 +161,7 @@ def _page_segments(page) -> tuple[list[_Seg] | None, bool, bool, float]:
         has_image = pdfium_c.FPDFPage_CountObjects(page.raw) > 0  # images, or text drawn as outlines
         if not visible:
             return [], False, has_image, width
-        bad = sum(1 for ch in visible if _unreadable(ch))
-        if bad > 0.3 * len(visible):
-            log.info("page text layer unreadable (%d of %d characters unmapped)", bad, len(visible))
+        if _garbled(text, visible):
             return None, False, True, width
         segs: list[_Seg] = []
         chars: list[str] = []
@@ -206,6 +207,28 @@ def _page_segments(page) -> tuple[list[_Seg] | None, bool, bool, float]:
         return segs, bool(segs), has_image, width
     finally:
         textpage.close()
+
+
+_COMMON = frozenset("the of and to in a is for on that with as by was are be it at from or this an".split())
+
+
+def _garbled(text: str, visible: list[str]) -> bool:
+    """A text layer without a real Unicode map: unmapped codes, or shifted glyph ids.
+
+    A font without a ToUnicode map typically yields control characters or letters of the
+    wrong case with no common word ("7KH OHDGHU" for "The leader").
+    """
+    if sum(1 for ch in visible if _unreadable(ch)) > 0.3 * len(visible):
+        return True
+    letters = [ch for ch in visible if ch.isalpha()]
+    if len(visible) >= 100 and len(letters) + sum(ch.isdigit() for ch in visible) < 0.4 * len(visible):
+        return True
+    if len(letters) < 50:
+        return False
+    lower = sum(ch.islower() for ch in letters) / len(letters)
+    words = re.findall(r"[^\W\d_]+", text.lower())
+    common = sum(w in _COMMON for w in words)
+    return lower < 0.3 and common == 0
 
 
 def _unreadable(ch: str) -> bool:
@@ -335,7 +358,33 @@ def _assemble(pages: list[tuple[int, object]]) -> list[str]:
         segs = [s for s in page.segs if id(s) not in drop]
         blocks = [b for region in _regions(segs, page.width) for b in _page_blocks(_rows(region))]
         texts.append(fold("\n\n".join(blocks)))
-    return resolve_hyphens(texts)
+    return resolve_hyphens(_carry_sentences(texts))
+
+
+_SENTENCE_CUT = re.compile(r"[.!?][\"”’)]*(?=\s|$)|\n")
+
+
+def _carry_sentences(texts: list[str]) -> list[str]:
+    """A sentence broken by a page break ends on the page it started on.
+
+    The continuation (up to the sentence's end) moves to the previous page, joined by a space
+    (or rejoined at a hyphen), so no sentence is cut in two and its citation names the page
+    where it begins.
+    """
+    out = list(texts)
+    for i in range(1, len(out)):
+        prev, cur = out[i - 1].rstrip(), out[i].lstrip()
+        if not prev or not cur or not cur[0].islower() or prev.endswith(_SENTENCE_END) or "\t" in prev[-200:]:
+            continue
+        end = _SENTENCE_CUT.search(cur)
+        cut = end.end() if end and end.group() != "\n" else end.start() if end else len(cur)
+        moved, rest = cur[:cut].rstrip(), cur[cut:].lstrip()
+        if re.search(r"[^\W\d_]-$", prev):
+            out[i - 1] = prev[:-1] + HYPHEN_MARK + moved
+        else:
+            out[i - 1] = f"{prev} {moved}"
+        out[i] = rest
+    return out
 
 
 def _edge_key(row: _Row) -> str:
