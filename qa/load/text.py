@@ -87,13 +87,13 @@ def html_text(markup: str, *, max_depth: int = MAX_HTML_DEPTH, seconds: float = 
     started = time.monotonic()
     if not markup.strip():
         return "", ""
-    # libxml2 itself stops at 256 levels unless told otherwise; count the open tags first so a
-    # pathological file is refused by name instead of parsed into a truncated tree.
+    # libxml2 silently truncates past 256 levels (2,048 with huge_tree); count the open tags
+    # first so a pathological file is refused by name instead of read as a truncated tree.
     depth = _tag_depth(markup)
     if depth > max_depth:
         raise LoadError(f"HTML nested {depth} levels deep (limit {max_depth})")
     try:
-        parser = lxml.html.HTMLParser(remove_comments=True, remove_pis=True, huge_tree=False)
+        parser = lxml.html.HTMLParser(remove_comments=True, remove_pis=True, huge_tree=True)
         root = lxml.html.document_fromstring(markup.encode("utf-8"), parser=parser)
     except (etree.ParserError, ValueError) as exc:
         raise LoadError(f"unreadable HTML: {exc}") from exc
