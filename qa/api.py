@@ -24,7 +24,7 @@ log = logging.getLogger("qa")
 
 @dataclass
 class Engine:
-    """A loaded index with its retriever; shared by every call on that index."""
+    """A loaded index with a retriever for one set of retrieval settings."""
 
     settings: Settings
     index: Index
@@ -33,7 +33,17 @@ class Engine:
     generation: str
 
 
-_engines: dict[tuple[str, str], Engine] = {}
+@dataclass
+class _Loaded:
+    index: Index
+    embedder: Embedder | QueryEncoder
+    generation: str
+
+
+# Loaded indexes are shared by every settings object that reads them the same way;
+# engines (cheap: a retriever) are keyed by everything that shapes retrieval too.
+_loaded: dict[tuple[str, str], _Loaded] = {}
+_engines: dict[tuple, Engine] = {}
 _engines_lock = threading.Lock()
 
 
@@ -71,35 +81,54 @@ def answer_stream(
 ) -> Iterator[str | Answer]:
     """Like :func:`answer`, but yields the unverified draft as it grows, then the final Answer.
 
-    The draft strings are for display while the model writes; only the final
-    :class:`Answer` (always the last item) carries verified citations.
+    One path for every mode: clean the question, read the history once, retrieve once,
+    then answer extractively or draft with the LLM and verify; a failed LLM answer falls
+    back to the extractive answer over the same query and passages. The draft strings
+    are for display while the model writes; only the final :class:`Answer` (always the
+    last item) carries verified citations.
     """
     settings = settings or Settings.from_env()
     question = clean_question(question, settings.max_question_chars)
-    if settings.llm.strip().lower() in {"", "none"}:
-        yield _extractive(question, history, index, settings, doc_ids, top_k)
-        return
-    parse_backend(settings.llm)  # a misspelt backend is a usage error, not a fallback
+    history = clean_history(history)
+    use_llm = settings.llm.strip().lower() not in {"", "none"}
+    if use_llm:
+        parse_backend(settings.llm)  # a misspelt backend is a usage error, not a fallback
     engine = get_engine(index, settings)
-    try:
-        generator = get_generator(settings)
-    except LLMError as exc:
-        yield _fallback(question, history, index, settings, doc_ids, top_k, str(exc))
-        return
+    generator, why = None, ""
+    if use_llm:
+        try:
+            generator = get_generator(settings)
+        except LLMError as exc:
+            why = str(exc)
     query = resolve_query(question, history)
-    if query.context:
+    if generator is not None and query.context:
         try:
             standalone = generator.condense(question, history or [])
             if 3 <= len(standalone) <= 4 * len(question) + 200:
                 query = Query(standalone, query.context)
         except LLMError as exc:
             log.warning("could not condense the follow-up, using the history instead: %s", exc)
-    vector = engine.retriever.embed_query(query)
+    vector, bare = engine.retriever.embed_parts(query)
     k = top_k or settings.top_k
+    # Passages that are nothing but instructions to a model are never shown or quoted.
     found = engine.retriever.search(query, k + 3, doc_ids=doc_ids, vector=vector)
     passages = [p for p in found if clean_text(p.text)][:k]
     if not passages:
         yield not_found(question, query=query.text, why="no indexed passage matches")
+        return
+    said = last_answer(history) if query.context else ""
+
+    def extractive(reason: str = "") -> Answer:
+        result = answer_extractive(question, query, vector, passages, engine.index, settings, said, bare)
+        if not reason:
+            return result
+        log.warning("LLM answer not used: %s", reason)
+        return dataclasses.replace(result, mode="extractive-fallback",
+                                   notice=f"{reason}; showing the extractive answer instead"
+                                   + (f" ({result.notice})" if result.notice else ""))
+
+    if generator is None:
+        yield extractive(why)
         return
     draft = ""
     try:
@@ -107,37 +136,34 @@ def answer_stream(
             draft += delta
             yield draft
     except LLMError as exc:
-        yield _fallback(question, history, index, settings, doc_ids, top_k, str(exc))
+        yield extractive(str(exc))
         return
     verified, _ = verify(question, draft, passages, engine.index, engine.embedder, settings,
                          query=query.text, mode=f"llm:{settings.llm}")
-    if verified is None:
-        yield _fallback(question, history, index, settings, doc_ids, top_k,
-                        "no sentence of the model's answer is supported by the reports")
-        return
-    yield verified
+    yield verified if verified is not None else extractive(
+        "no sentence of the model's answer is supported by the reports")
 
 
-def _extractive(question: str, history: list[dict] | None, index, settings: Settings,
-                doc_ids: Sequence[str] | None, top_k: int | None) -> Answer:
-    engine = get_engine(index, settings)
-    query = resolve_query(question, history)
-    vector = engine.retriever.embed_query(query)
-    passages = engine.retriever.search(query, top_k or settings.top_k, doc_ids=doc_ids, vector=vector)
-    if not passages:
-        return not_found(question, query=query.text, why="no indexed passage matches")
-    said = next((str(m.get("content")) for m in reversed(history or []) if m.get("role") == "assistant"), "")
-    return answer_extractive(question, query, vector, passages, engine.index, settings, said if query.context else "")
+def clean_history(history: object) -> list[dict] | None:
+    """The chat history as a list of ``{"role", "content"}`` messages, or a clear ValueError."""
+    if history is None:
+        return None
+    if not isinstance(history, (list, tuple)):
+        raise ValueError(f"history must be a list of messages, not {type(history).__name__}")
+    out = []
+    for n, message in enumerate(history):
+        if not isinstance(message, dict) or "role" not in message:
+            raise ValueError(f"history[{n}] must be a message like {{'role': 'user', 'content': '...'}}, "
+                             f"not {type(message).__name__}")
+        if message["role"] not in ("user", "assistant", "system"):
+            raise ValueError(f"history[{n}] has role {message['role']!r}; use 'user' or 'assistant'")
+        out.append(message)
+    return out
 
 
-def _fallback(question: str, history: list[dict] | None, index, settings: Settings,
-              doc_ids: Sequence[str] | None, top_k: int | None, why: str) -> Answer:
-    """The extractive answer, saying why the LLM's answer is not shown."""
-    log.warning("LLM answer not used: %s", why)
-    result = _extractive(question, history, index, settings, doc_ids, top_k)
-    return dataclasses.replace(result, mode="extractive-fallback",
-                               notice=f"{why}; showing the extractive answer instead"
-                               + (f" ({result.notice})" if result.notice else ""))
+def last_answer(history: Sequence[dict] | None) -> str:
+    """The previous assistant message (a follow-up asks for something it did not say)."""
+    return next((str(m.get("content")) for m in reversed(history or []) if m.get("role") == "assistant"), "")
 
 
 def clean_question(question: str, limit: int) -> str:
@@ -155,25 +181,29 @@ def clean_question(question: str, limit: int) -> str:
 
 
 def get_engine(index: str | os.PathLike | None, settings: Settings) -> Engine:
-    """The cached engine for an index, reloaded when the index on disk changed."""
+    """The cached engine for an index and these settings, reloaded when the index on disk changed."""
     path = Path(index) if index is not None else settings.index
-    key = (str(path.resolve()), settings.fingerprint())
+    loaded_key = (str(path.resolve()), settings.fingerprint())
+    engine_key = (*loaded_key, settings.rrf_k, settings.candidates, settings.top_k)
     with _engines_lock:
-        engine = _engines.get(key)
         live = _generation(path)
+        engine = _engines.get(engine_key)
         if engine is not None and engine.generation == live:
             return engine
-        if index is None and engine is None:
-            ensure_default_index(settings)
-            live = _generation(path)
-        if live is None:
-            raise IndexNotFound(f"no index at {path}: build it with `qa index CORPUS --index {path}`")
-        embedder = get_query_encoder(settings.model, path.parent, settings.batch_size)
-        if isinstance(embedder, Embedder):  # no ONNX export beside this index yet: write it for next time
-            _export_query_encoder(embedder, path, settings)
-        loaded = load_index(path, settings)
-        engine = Engine(settings, loaded, embedder, Retriever(loaded, embedder, settings), live)
-        _engines[key] = engine
+        loaded = _loaded.get(loaded_key)
+        if loaded is None or loaded.generation != live:
+            if index is None and loaded is None:
+                ensure_default_index(settings)
+                live = _generation(path)
+            if live is None:
+                raise IndexNotFound(f"no index at {path}: build it with `qa index CORPUS --index {path}`")
+            embedder = get_query_encoder(settings.model, path.parent, settings.batch_size)
+            if isinstance(embedder, Embedder):  # no ONNX export beside this index yet: write it for next time
+                _export_query_encoder(embedder, path, settings)
+            loaded = _loaded[loaded_key] = _Loaded(load_index(path, settings), embedder, live)
+        engine = Engine(settings, loaded.index, loaded.embedder,
+                        Retriever(loaded.index, loaded.embedder, settings), loaded.generation)
+        _engines[engine_key] = engine
         return engine
 
 

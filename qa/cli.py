@@ -69,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write summary.json, per-item items.jsonl, report.md and chart.png here")
     p.add_argument("--compare", help="a previous summary.json to diff against")
     p.add_argument("--limit", type=int, help="only the first N items / questions")
+    p.add_argument("--split", help="QA sets: only the items of this split (dev, test)")
+    p.add_argument("--corpus", help="QA sets: answer from an index of this folder (another copy of the set's "
+                                    "reports, e.g. as PDF; evidence matched by file stem)")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("bench", help="speed and memory against llama-index's stock pipeline")
@@ -137,7 +140,7 @@ def answer_json(result) -> dict:
 
 
 def _cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
-    from qa.evaluate import run_cli
+    from qa.evaluation import run_cli
 
     return run_cli(args, settings)
 

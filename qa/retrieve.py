@@ -34,6 +34,9 @@ class Query:
 
     question: str
     context: str = ""
+    # Who or what a pronoun in the follow-up most likely means: index terms of the names
+    # the last question used and of the first new name the last answer gave.
+    referents: tuple[str, ...] = ()
 
     @property
     def text(self) -> str:
@@ -51,15 +54,39 @@ def resolve_query(question: str, history: Sequence[dict] | None) -> Query:
     last_user = next((m for m in reversed(history) if m.get("role") == "user"), None)
     last_bot = next((m for m in reversed(history) if m.get("role") == "assistant"), None)
     parts = []
-    if last_user:
-        parts.append(_content_text(last_user.get("content")))
+    asked = _content_text(last_user.get("content")) if last_user else ""
+    said = ""
+    if asked:
+        parts.append(asked)
     if last_bot:
         answer = _content_text(last_bot.get("content"))
         answer = answer.split("\n\nSources", 1)[0]
         if not answer.startswith(NOT_FOUND_PREFIX):
-            parts.append(_MARKER.sub("", answer))
+            said = _MARKER.sub("", answer)
+            parts.append(said)
     context = " ".join(p.strip() for p in parts if p and p.strip())
-    return Query(question, context[:2000])
+    return Query(question, context[:2000], referents(asked, said))
+
+
+_NAME_SPAN = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][\w’'.-]*(?:\s+(?:(?:al|bin|ibn|de|von|van|of|the)[-\s])*[A-Z][\w’'.-]*)*")
+
+
+def referents(asked: str, said: str) -> tuple[str, ...]:
+    """The names a pronoun in a follow-up most likely points back to.
+
+    Those of the last question ("Who is Ali Shamkhani?" → "Whom did he meet?") and the
+    first name the last answer adds to it ("Who heads Asa'ib Ahl al-Haq?" → "Qais
+    al-Khazali, …" → "What did he ask …?"), as the index terms of each name's last word.
+    """
+    asked_names = [m.group(0) for m in _NAME_SPAN.finditer(asked.strip())]
+    asked_terms = set(terms(" ".join(asked_names)))
+    out = [t for name in asked_names for t in terms(name)[-1:]]
+    for m in _NAME_SPAN.finditer(" " + said.strip()):
+        name_terms = terms(m.group(0))
+        if name_terms and not set(name_terms) & asked_terms:
+            out.append(name_terms[-1])
+            break
+    return tuple(dict.fromkeys(out))
 
 
 NOT_FOUND_PREFIX = "The reports do not say"
@@ -89,11 +116,16 @@ class Retriever:
 
     def embed_query(self, query: Query) -> np.ndarray:
         """The query vector; history context pulls it part of the way."""
+        return self.embed_parts(query)[0]
+
+    def embed_parts(self, query: Query) -> tuple[np.ndarray, np.ndarray]:
+        """The query vector and the bare question's vector (the same when there is no history)."""
         if not query.context:
-            return self.embedder.encode([query.question])[0]
+            q = self.embedder.encode([query.question])[0]
+            return q, q
         q, c = self.embedder.encode([query.question, query.context])
         v = q + CONTEXT_WEIGHT * c
-        return (v / max(float(np.linalg.norm(v)), 1e-9)).astype(np.float32)
+        return (v / max(float(np.linalg.norm(v)), 1e-9)).astype(np.float32), q
 
     def query_terms(self, query: Query) -> list[str]:
         seen = terms(query.question)

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from qa.evaluate import is_financebench, is_realtimeqa, is_rgb, run_financebench_eval, run_realtimeqa_eval, load_items, locate, ndcg, recall, run_beir_eval, run_qa_eval, run_rgb_eval
+from qa.evaluation import financebench, realtimeqa, rgb
+from qa.evaluation.beir import run_beir_eval
+from qa.evaluation.financebench import run_financebench_eval
+from qa.evaluation.metrics import locate, ndcg, recall
+from qa.evaluation.qaset import load_items, run_qa_eval
+from qa.evaluation.realtimeqa import run_realtimeqa_eval
+from qa.evaluation.rgb import run_rgb_eval
+
+is_financebench, is_realtimeqa, is_rgb = financebench.detect, realtimeqa.detect, rgb.detect
 from qa.load import load_corpus
 
 ROOT = Path(__file__).resolve().parent.parent
