@@ -327,3 +327,82 @@ def test_one_loader_table_feeds_cli_upload_and_readme(capsys):
     with pytest.raises(SystemExit):
         main(["index", "--help"])
     assert all(suffix in capsys.readouterr().out for suffix in SUPPORTED_SUFFIXES)
+
+
+# ---------------------------------------------------------------- format invariance (eval/seeds.jsonl)
+
+
+@pytest.fixture(scope="module")
+def seed_copies(tmp_path_factory) -> dict[str, Path]:
+    """The seed reports as .txt, as Chromium-printed PDF, as .docx and as a scanned (image-only) PDF."""
+    from tests.pdfs import seed_paragraphs
+
+    if CHROMIUM is None or TESSERACT is None:
+        pytest.skip("chromium and tesseract-ocr are needed (.ci/run installs them)")
+    root = tmp_path_factory.mktemp("seed-formats")
+    folders = {kind: root / kind for kind in ("txt", "pdf", "docx", "scan")}
+    for folder in folders.values():
+        folder.mkdir()
+    for seed in sorted((ROOT / "seeds").glob("*.txt")):
+        paras = seed_paragraphs(seed)
+        (folders["txt"] / seed.name).write_bytes(seed.read_bytes())
+        pdf = print_to_pdf(report_html(seed.stem, paras, heading=False), folders["pdf"] / f"{seed.stem}.pdf")
+        write_docx(folders["docx"] / f"{seed.stem}.docx", seed.stem, paras, heading=False)
+        scan_pdf(pdf, folders["scan"] / f"{seed.stem}.pdf")
+    return folders
+
+
+def _items_for(index_path: Path, settings, target: Path) -> Path:
+    """eval/seeds.jsonl with each evidence quote re-read from this copy's text.
+
+    OCR may misread a character of a quote; the gold span is then the best-aligned span of
+    the same length, so the scan is scored on the same evidence as the other formats.
+    """
+    import difflib
+
+    import qa.api
+    from qa.evaluation.metrics import locate, normalize
+
+    index = qa.api.get_engine(index_path, settings).index
+    items = [json.loads(line) for line in (ROOT / "eval" / "seeds.jsonl").read_text(encoding="utf-8").splitlines()
+             if line.strip()]
+    for item in items:
+        for ev in item.get("evidence", []):
+            doc = next(d for d in index.doc_ids if Path(d).stem == Path(ev["doc"]).stem)
+            text = index.documents[index.doc_pos[doc]].text
+            ev["doc"] = doc
+            if locate(text, ev["quote"]) is None:
+                folded, quote = normalize(text), normalize(ev["quote"])
+                match = difflib.SequenceMatcher(None, folded, quote, autojunk=False).find_longest_match(
+                    0, len(folded), 0, len(quote))
+                start = max(0, match.a - match.b)
+                ev["quote"] = folded[start:start + len(quote)]
+                assert locate(text, ev["quote"]) is not None, ev
+    target.write_text("\n".join(json.dumps(i) for i in items), encoding="utf-8")
+    return target
+
+
+def test_answers_and_citations_do_not_depend_on_the_format(seed_copies, embedder, settings, tmp_path):
+    import qa
+    import qa.api
+    from qa.evaluation.qaset import run_qa_eval
+
+    figures = {}
+    for kind, folder in seed_copies.items():
+        index_path = tmp_path / f"index-{kind}"
+        _, skipped = qa.index_paths([folder], index=index_path, settings=settings)
+        assert not skipped
+        items = _items_for(index_path, settings, tmp_path / f"seeds-{kind}.jsonl")
+        summary, rows = run_qa_eval(items, settings, index=str(index_path), progress=False)
+        index = qa.api.get_engine(index_path, settings).index
+        for row in rows:
+            for c in row["citations"]:
+                assert index.documents[index.doc_pos[c["doc_id"]]].text[c["start"]:c["end"]] == c["quote"]
+                assert (c["page"] is not None) == (kind in ("pdf", "scan"))
+        figures[kind] = {k: summary[k] for k in ("answer_recall", "citation_precision", "citation_recall")}
+        assert summary["quote_exact"] == 1.0
+    print("\nformat invariance:", json.dumps(figures))
+    base = figures["txt"]
+    for kind, tolerance in (("pdf", 0.02), ("docx", 0.02), ("scan", 0.05)):
+        for metric in ("answer_recall", "citation_precision"):
+            assert abs(figures[kind][metric] - base[metric]) <= tolerance, (kind, metric, figures)
