@@ -214,7 +214,7 @@ def ensure_default_index(settings: Settings) -> BuildReport | None:
     The default index is a cache of the corpus: when it is corrupt or was built under
     other settings it is rebuilt rather than refused.
     """
-    documents, _ = load_corpus([settings.corpus])
+    documents, _ = load_corpus([settings.corpus], follow_symlinks=settings.follow_symlinks)
     try:
         _, manifest = read_manifest(settings.index)
         if (manifest.get("documents") == {d.doc_id: d.fingerprint for d in documents}
@@ -244,7 +244,7 @@ def index_paths(
     """Index (or incrementally update) the reports under ``paths``."""
     settings = settings or Settings.from_env()
     path = Path(index) if index is not None else settings.index
-    documents, skipped = load_corpus(list(paths))
+    documents, skipped = load_corpus(list(paths), follow_symlinks=settings.follow_symlinks)
     if not documents:
         raise ValueError("no readable documents under " + ", ".join(str(p) for p in paths))
     embedder = get_embedder(settings.model, settings.batch_size)

@@ -8,6 +8,7 @@ import logging
 import sys
 from typing import Sequence
 
+from qa.load import describe_formats
 from qa.settings import Settings
 
 
@@ -45,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
 
     p = sub.add_parser("index", help="index reports (incremental: only new or changed files are embedded)")
-    p.add_argument("paths", nargs="*", help="files or folders (default: the seed corpus)")
+    p.add_argument("paths", nargs="*", help=f"files or folders of {describe_formats()} (default: the seed corpus)")
     p.add_argument("--index", help="index directory (default: indexes/default or QA_INDEX)")
     p.add_argument("--rebuild", action="store_true", help="ignore the existing index and build from scratch")
     p.set_defaults(func=_cmd_index)

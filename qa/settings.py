@@ -99,6 +99,8 @@ class Settings:
     support_min: float = 0.55
     auth: str | None = None
     upload_max_bytes: int = 20 * 1024 * 1024
+    # A corpus folder's symlinks that lead outside it are refused unless this is set.
+    follow_symlinks: bool = False
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> "Settings":

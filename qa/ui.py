@@ -22,12 +22,12 @@ from typing import NamedTuple
 
 from qa.api import answer, answer_stream, get_engine, index_paths
 from qa.index import IndexProblem
-from qa.load import LoadError, load_file
+from qa.load import SUPPORTED_SUFFIXES, LoadError, load_file
 from qa.settings import Settings
 from qa.types import Answer
 
 log = logging.getLogger("qa")
-UPLOAD_SUFFIXES = [".txt", ".md", ".html", ".htm", ".pdf"]
+UPLOAD_SUFFIXES = list(SUPPORTED_SUFFIXES)  # the loader table: a new format is one entry in qa.load
 SOURCES_OPEN = '<div class="qa-sources">'
 CSS = """
 .qa-sources { margin-top: .6em; border-top: 1px solid #ddd; padding-top: .4em; font-size: .92em; }
@@ -243,7 +243,7 @@ def build_app(settings: Settings, index: Path | None = None):
                                 elem_id="mode")
                 doc_filter = gr.CheckboxGroup(choices=documents(), label="Documents (tick to restrict)",
                                               elem_id="documents")
-                upload = gr.File(label="Add reports (.txt .md .html .pdf)", file_count="multiple",
+                upload = gr.File(label=f"Add reports ({' '.join(UPLOAD_SUFFIXES)})", file_count="multiple",
                                  file_types=UPLOAD_SUFFIXES, elem_id="upload")
                 status = gr.Markdown(elem_id="upload-status")
 
