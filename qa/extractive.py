@@ -135,6 +135,15 @@ def new_names(sentence: str, shape: QuestionShape) -> list[str]:
     return out
 
 
+def off_relation_penalty(shape: QuestionShape, seen: set[str], similarity: float, rules: AnswerRules) -> float:
+    """A sentence that shares none of the question's relation words ("head", "meet") with it, and is
+    not close in meaning either, is about the topic, not the asked relation: it loses ``off_relation_penalty``.
+    Paraphrases keep their chance through similarity (``relation_similarity``)."""
+    if not shape.relation_terms or similarity >= rules.relation_similarity:
+        return 0.0
+    return 0.0 if set(shape.relation_terms) & seen else rules.off_relation_penalty
+
+
 def is_question_sentence(sentence: str) -> bool:
     """A question in a report (a quiz page, a rhetorical question) answers nothing."""
     return bool(_INTERROGATIVE.search(sentence))
@@ -190,6 +199,23 @@ def lexical_share(weights: dict[str, float], own: set[str], before: set[str]) ->
     return sum(w if t in own else 0.5 * w if t in before else 0.0 for t, w in weights.items()) / total
 
 
+def absent_names(shape: QuestionShape, seen: set[str]) -> list[str]:
+    """Names of the question that the candidate's passage (and its report's title) never mention.
+
+    "How many monkeypox cases has Texas reported?" is not answered by a passage about US
+    cases that never says Texas; each such name costs ``absent_name_penalty``. Questions with
+    several parts are exempt.
+    """
+    if shape.multipart or shape.multidoc:
+        return []  # each part names its own things; one passage need not hold them all
+    missing = []
+    for word in shape.names:
+        stems = name_stems(word)
+        if stems and not set(stems) & seen and stems[0] not in missing:
+            missing.append(stems[0])
+    return missing
+
+
 def unknown_names(shape: QuestionShape, index: Index) -> list[str]:
     """Names and numbers in the question that occur nowhere in the indexed reports.
 
@@ -227,6 +253,13 @@ def score_sentences(query: Query, shape: QuestionShape, vector: np.ndarray, pass
     said_folded = " ".join(said.split())
     out = []
     seen_terms: dict[int, set[str]] = {}  # a sentence is often also the one before another
+    passage_cache: dict[int, set[str]] = {}
+
+    def passage_terms(p: Passage) -> set[str]:
+        if p.passage_id not in passage_cache:
+            doc = index.documents[index.doc_pos[p.doc_id]]
+            passage_cache[p.passage_id] = set(terms(p.text)) | set(terms(doc.title or doc.text[:200]))
+        return passage_cache[p.passage_id]
 
     def sentence_terms(r: int, text: str) -> set[str]:
         if r not in seen_terms:
@@ -252,6 +285,8 @@ def score_sentences(query: Query, shape: QuestionShape, vector: np.ndarray, pass
         score += list_shape_bonus(shape, sentence, rules) - other_referent_penalty(query, own, before, sentence, rules)
         if not answers_type(shape, sentence):
             score -= rules.untyped_penalty
+        score -= off_relation_penalty(shape, own | before, sim, rules)
+        score -= rules.absent_name_penalty * len(absent_names(shape, passage_terms(rows[row])))
         score *= repeat
         page = int(index.sentences[row, 3])
         out.append(Candidate(row, rows[row].doc_id, start, end, None if page < 0 else page, rows[row], score))

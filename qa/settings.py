@@ -53,6 +53,11 @@ class AnswerRules:
     untyped_penalty: float = 0.2
     # ... and one that names none of those the last exchange named (a tie-breaker); grid {0.03, 0.06, 0.1}.
     unnamed_penalty: float = 0.05
+    # A sentence sharing no relation word with the question, with cosine under relation_similarity.
+    off_relation_penalty: float = 0.0
+    relation_similarity: float = 0.6
+    # Support lost per question name the candidate's passage never mentions.
+    absent_name_penalty: float = 0.0
     # A list question favours sentences that enumerate names.
     list_shape_bonus: float = 0.15
     # A many-part question adds a sentence scoring at least cover_ratio of the best one
@@ -83,6 +88,12 @@ class Settings:
     candidates: int = 50
     # Hybrid retrieval also ranks passages by their best sentence (dense, over sentence vectors).
     sentence_search: bool = False
+    # Search each part of a many-part question on its own and interleave the passages.
+    split_parts: bool = False
+    # Re-rank this many fused passages by their best sentence (0: off).
+    rerank_depth: int = 0
+    # BM25 counts the question's names and numbers this many times.
+    name_weight: int = 1
     # Extractive answering; the threshold is calibrated on eval/seeds.jsonl
     # (see eval/README.md), never per question.
     abstain_below: float = 0.55

@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
-from qa.api import answer, get_engine
+from qa.api import answer, get_engine, retrieve
 from qa.evaluation.corpora import corpus_index, corpus_spec, set_index
 from qa.evaluation.metrics import locate, mean, normalize, percentile
 from qa.evaluation.report import KS, format_table
@@ -147,7 +147,8 @@ def run_qa_eval(path: Path, settings: Settings, *, index: str | None = None, lim
         started = time.perf_counter()
         result = answer(item["question"], history, index=index, settings=settings)
         latencies.append(time.perf_counter() - started)
-        retrieved = engine.retriever.search(resolve_query(item["question"], history), max(KS))
+        query = resolve_query(item["question"], history)
+        retrieved = retrieve(engine, query, max(KS), None, engine.retriever.embed_query(query), settings)
         rows.append(score_item(item, result, engine.index, retrieved))
         if progress:
             print(f"\r{n}/{len(items)} items", end="", file=sys.stderr)
