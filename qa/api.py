@@ -15,7 +15,6 @@ from qa.generate import LLMError, clean_text, get_generator, parse_backend, prom
 from qa.embed import Embedder, QueryEncoder, get_embedder, get_query_encoder, onnx_cache
 from qa.index import BuildReport, Index, IndexNotFound, IndexProblem, load_index, read_manifest, update_index
 from qa.load import Skipped, load_corpus
-from qa.question import question_parts
 from qa.retrieve import Query, Retriever, as_llama_retriever, resolve_query
 from qa.settings import Settings
 from qa.types import Answer
@@ -165,22 +164,8 @@ def clean_question(question: str, limit: int) -> str:
 
 
 def retrieve(engine: Engine, query: Query, k: int, doc_ids: Sequence[str] | None, vector, settings: Settings) -> list:
-    """Passages for ``query``; a question of several parts is searched part by part and the
-    results interleaved, so each part's evidence is among the passages (a question about two
-    reports used to find only the report its wording leans to)."""
-    parts = question_parts(query.question) if settings.split_parts else [query.question]
-    if len(parts) == 1:
-        return engine.retriever.search(query, k, doc_ids=doc_ids, vector=vector)
-    per_part = [engine.retriever.search(Query(part, query.context, query.referents), k, doc_ids=doc_ids)
-                for part in parts]
-    whole = engine.retriever.search(query, k, doc_ids=doc_ids, vector=vector)
-    out, seen = [], set()
-    for rank in range(k):
-        for ranking in (whole, *per_part):
-            if rank < len(ranking) and ranking[rank].passage_id not in seen:
-                seen.add(ranking[rank].passage_id)
-                out.append(ranking[rank])
-    return out[:k]
+    """The passages an answer is made from (the eval measures retrieval through this too)."""
+    return engine.retriever.search(query, k, doc_ids=doc_ids, vector=vector)
 
 
 def check_history(history: object) -> list[dict]:
@@ -205,8 +190,7 @@ def get_engine(index: str | os.PathLike | None, settings: Settings) -> Engine:
     """The cached engine for an index and these settings, reloaded when the index on disk changed."""
     path = Path(index) if index is not None else settings.index
     loaded_key = (str(path.resolve()), settings.fingerprint())
-    engine_key = (*loaded_key, settings.rrf_k, settings.candidates, settings.top_k, settings.sentence_search,
-                  settings.rerank_depth, settings.name_weight)
+    engine_key = (*loaded_key, settings.rrf_k, settings.candidates, settings.top_k, settings.sentence_weight)
     with _engines_lock:
         live = _generation(path)
         engine = _engines.get(engine_key)

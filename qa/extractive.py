@@ -135,15 +135,6 @@ def new_names(sentence: str, shape: QuestionShape) -> list[str]:
     return out
 
 
-def off_relation_penalty(shape: QuestionShape, seen: set[str], similarity: float, rules: AnswerRules) -> float:
-    """A sentence that shares none of the question's relation words ("head", "meet") with it, and is
-    not close in meaning either, is about the topic, not the asked relation: it loses ``off_relation_penalty``.
-    Paraphrases keep their chance through similarity (``relation_similarity``)."""
-    if not shape.relation_terms or similarity >= rules.relation_similarity:
-        return 0.0
-    return 0.0 if set(shape.relation_terms) & seen else rules.off_relation_penalty
-
-
 def is_question_sentence(sentence: str) -> bool:
     """A question in a report (a quiz page, a rhetorical question) answers nothing."""
     return bool(_INTERROGATIVE.search(sentence))
@@ -283,9 +274,6 @@ def score_sentences(query: Query, shape: QuestionShape, vector: np.ndarray, pass
         else:
             score = sim + rules.lexical_weight * lexical_share(weights, own, before)
         score += list_shape_bonus(shape, sentence, rules) - other_referent_penalty(query, own, before, sentence, rules)
-        if not answers_type(shape, sentence):
-            score -= rules.untyped_penalty
-        score -= off_relation_penalty(shape, own | before, sim, rules)
         score -= rules.absent_name_penalty * len(absent_names(shape, passage_terms(rows[row])))
         score *= repeat
         page = int(index.sentences[row, 3])

@@ -50,9 +50,6 @@ class QuestionShape:
     multipart: bool = False
     multidoc: bool = False
     names: tuple[str, ...] = ()
-    # Index terms of the question's words that are not names: the relation it asks about
-    # ("head", "meet", "reason"), which an answer must state, not only its topic.
-    relation_terms: tuple[str, ...] = ()
 
 
 def analyse(question: str) -> QuestionShape:
@@ -70,34 +67,7 @@ def analyse(question: str) -> QuestionShape:
         multipart=bool(_MULTIPART.search(question)),
         multidoc=bool(_MULTIDOC.search(question)),
         names=question_names(question),
-        relation_terms=relation_terms(question),
     )
-
-
-_WH = frozenset("what which who whom whose when where why how many much did does do is are was were will would "
-                "could can should has have had".split())
-
-
-def relation_terms(question: str) -> tuple[str, ...]:
-    """The question's content terms other than its names and question words."""
-    named = set(terms(" ".join(question_names(question))))
-    first = question.split()[:1]
-    skip = set(terms(" ".join(w for w in first if w.lower() not in _WH))) if first else set()
-    return tuple(t for t in dict.fromkeys(terms(question)) if t not in named and t not in _WH and t not in skip)
-
-
-_PART_SPLIT = re.compile(r"(?:,\s*|;\s*|\s+)(?:and|but|while|whereas)\s+(?=(?:what|which|who|whom|whose|when|where|why|how|did|does|do|is|are|was|were|has|have)\b)",
-                         re.IGNORECASE)
-
-
-def question_parts(question: str) -> list[str]:
-    """The sub-questions of a question that asks several ("How did X judge it, and whom did she beat?").
-
-    Split only before a new question word, so "Which groups make up A and B?" stays whole.
-    """
-    parts = [p.strip(" ,;?") for p in _PART_SPLIT.split(question)]
-    parts = [p + "?" for p in parts if len(p.split()) >= 3]
-    return parts if len(parts) > 1 else [question]
 
 
 def question_names(question: str) -> tuple[str, ...]:

@@ -24,7 +24,6 @@ _ANAPHORA = re.compile(
 )
 _CONTINUATION = re.compile(r"^\s*(and|but|or|so|what about|how about|why|what else)\b", re.IGNORECASE)
 MODES = ("hybrid", "dense", "bm25")
-_NAMEISH = re.compile(r"(?<!^)(?<![.?!] )\b[A-Z][\w’'.-]+|\d[\d,.%]*")
 CONTEXT_WEIGHT = 0.3
 EXACT_FILTER_MAX = 100_000
 
@@ -129,14 +128,9 @@ class Retriever:
         return (v / max(float(np.linalg.norm(v)), 1e-9)).astype(np.float32), q
 
     def query_terms(self, query: Query) -> list[str]:
-        """BM25 query terms: the question's, names and numbers repeated ``name_weight`` times,
-        then the history's."""
+        """BM25 query terms: the question's, then the history's."""
         seen = terms(query.question)
-        extra: list[str] = []
-        if self.settings.name_weight > 1:
-            names = terms(" ".join(_NAMEISH.findall(query.question)))
-            extra = [t for t in names if t in seen] * (self.settings.name_weight - 1)
-        return seen + extra + [t for t in dict.fromkeys(terms(query.context)) if t not in seen]
+        return seen + [t for t in dict.fromkeys(terms(query.context)) if t not in seen]
 
     def search(
         self,
@@ -163,23 +157,12 @@ class Retriever:
             ranked.append(self.dense(vec, n, rows))
         if mode in ("hybrid", "bm25"):
             ranked.append(self.keyword(self.query_terms(query), n, rows))
-        if mode == "hybrid" and self.settings.sentence_search:
+        weights = [1.0] * len(ranked)
+        if mode == "hybrid" and self.settings.sentence_weight > 0:
             ranked.append(self.by_sentence(vec, n, rows))
-        fused = ranked[0] if len(ranked) == 1 else reciprocal_rank_fusion(ranked, self.settings.rrf_k)
-        depth = self.settings.rerank_depth
-        if mode == "hybrid" and depth > k and len(fused) > k:
-            pool = [row for row, _ in fused[:depth]]
-            fused = reciprocal_rank_fusion([fused[:depth], self.best_sentence(vec, pool)], self.settings.rrf_k)
+            weights.append(self.settings.sentence_weight)
+        fused = ranked[0] if len(ranked) == 1 else reciprocal_rank_fusion(ranked, self.settings.rrf_k, weights)
         return [self.index.passage(row, score) for row, score in fused[:k]]
-
-    def best_sentence(self, vector: np.ndarray, pool: Sequence[int]) -> list[tuple[int, float]]:
-        """The passages of ``pool`` ranked by their best sentence's similarity to ``vector``."""
-        scored = []
-        for row in pool:
-            rng = self.index.sentence_rows(row)
-            sims = np.asarray(self.index.sentence_vectors[rng.start:rng.stop]) @ vector if len(rng) else [0.0]
-            scored.append((row, float(np.max(sims))))
-        return sorted(scored, key=lambda item: (-item[1], item[0]))
 
     def by_sentence(self, vector: np.ndarray, n: int, rows: np.ndarray | None = None) -> list[tuple[int, float]]:
         """Passage rows ranked by their best sentence's similarity to ``vector``.

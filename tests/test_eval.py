@@ -208,7 +208,8 @@ def test_rationale_runner_on_a_tiny_fixture(tmp_path, settings):
 
 NEWS = ROOT / "eval" / "news.jsonl"
 # Measured floor on the news set's test split (never tuned on; see eval/README.md).
-NEWS_FLOOR = {"answer_recall": 0.0, "citation_precision": 0.0, "citation_recall": 0.0, "abstention_recall": 0.0}
+# Measured 2026-11-22: 0.574 / 0.658 / 0.588 / 0.417 (the target is 0.80 on each).
+NEWS_FLOOR = {"answer_recall": 0.56, "citation_precision": 0.64, "citation_recall": 0.57, "abstention_recall": 0.40}
 
 
 @pytest.mark.slow

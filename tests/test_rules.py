@@ -60,3 +60,42 @@ def test_lexical_share_gives_half_credit_to_the_sentence_before():
     assert lexical_share(weights, {"allianc", "consist"}, set()) == 1.0
     assert lexical_share(weights, {"consist"}, {"allianc"}) == (1.0 + 1.0) / 3.0
     assert lexical_share(weights, set(), set()) == 0.0
+
+
+def test_who_and_which_questions_need_a_name_the_question_lacks():
+    from qa.extractive import new_names
+
+    shape = analyse("Who is the head of Asa’ib Ahl al-Haq?")
+    assert shape.wants_entity and not analyse("What did he ask?").wants_entity
+    assert analyse("Which news agency reported it?").wants_entity and analyse("Where did he say it?").wants_entity
+    assert new_names("Qais al-Khazali, the head of the Asa’ib Ahl al-Haq, spoke.", shape) == ["Qais al-Khazali"]
+    assert not answers_type(shape, "The head of Asa’ib Ahl al-Haq spoke.")  # restates the question
+    assert answers_type(shape, "Qais al-Khazali, the head of the Asa’ib Ahl al-Haq, spoke.")
+
+
+def test_names_absent_from_a_candidates_passage_are_counted():
+    from qa.extractive import absent_names
+    from qa.index import terms
+
+    shape = analyse("How many monkeypox cases has Texas reported?")
+    assert absent_names(shape, set(terms("There are 22,000 monkeypox cases in the US."))) == ["texa"]
+    assert absent_names(shape, set(terms("Texas reported 1,800 monkeypox cases."))) == []
+    both = analyse("What did Sistani ask, and what did Khamenei ask?")
+    assert absent_names(both, set(terms("Sistani asked for calm."))) == []  # each part names its own
+
+
+def test_follow_up_referents_and_other_people():
+    from qa.extractive import other_referent_penalty
+    from qa.index import terms
+    from qa.retrieve import Query, referents
+
+    refs = referents("Who heads Asa'ib Ahl al-Haq?", "Qais al-Khazali, the head of the Asa’ib Ahl al-Haq, called on …")
+    assert "khazali" in refs
+    query = Query("What did he ask the government to do?", "…", refs)
+    sistani = set(terms("Grand Ayatollah Ali Sistani asked P.M.F. forces to choose."))
+    assert other_referent_penalty(query, set(), sistani, "He did not call for it.", RULES) == RULES.referent_penalty
+    khazali = set(terms("Qais al-Khazali spoke today."))
+    assert other_referent_penalty(query, set(), khazali, "He called on the government.", RULES) == 0.0
+    assert other_referent_penalty(query, set(terms("The group will disarm.")), set(), "The group will disarm.",
+                                  RULES) == RULES.unnamed_penalty
+    assert other_referent_penalty(Query("Who?"), set(), set(), "He left.", RULES) == 0.0
