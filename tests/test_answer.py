@@ -141,3 +141,15 @@ def test_changed_retrieval_settings_are_not_served_from_the_cache(seeds_index, s
     assert other.retriever.settings.rrf_k == 5 and other.retriever.settings.candidates == 7
     assert base.retriever.settings.rrf_k == settings.rrf_k
     assert other.index is base.index  # the loaded index itself is shared
+
+
+@pytest.mark.parametrize("question,doc", [
+    ("Who is the head of Asa’ib Ahl al-Haq?", B),
+    ("Whom did Shamkhani meet in Tehran?", A),
+    ("Who heads the IRGC’s elite Quds Force?", A),
+    ("Who will be the spokesperson of the new political alliance?", B),
+])
+def test_restricted_to_a_report_that_does_not_say(seeds_index, settings, question, doc):
+    """Asked within one report that does not answer, the reply is the fixed abstention, not a fragment."""
+    a = qa.answer(question, index=seeds_index, settings=settings, doc_ids=[doc])
+    assert a.abstained and a.text.startswith("The reports do not say") and not a.citations
