@@ -40,9 +40,9 @@ a.qa-cite { text-decoration: none; font-weight: 600; }
 
 
 LOGIN_FAILURES, LOGIN_WINDOW = 5, 60.0  # failed logins allowed per client per window (seconds)
-# Characters that Markdown (and its autolinker) would turn into links, emphasis or code:
-# written as entities they show as themselves and do nothing.
-_MARKDOWN_ACTIVE = {"[": "&#91;", "]": "&#93;", "(": "&#40;", ")": "&#41;", "*": "&#42;", "_": "&#95;",
+# Characters that HTML, Markdown or its autolinker would turn into tags, links, emphasis or
+# code: written as entities they show as themselves and do nothing.
+_MARKDOWN_ACTIVE = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;", "[": "&#91;", "]": "&#93;", "(": "&#40;", ")": "&#41;", "*": "&#42;", "_": "&#95;",
                     "`": "&#96;", ":": "&#58;", "@": "&#64;", "!": "&#33;", "~": "&#126;", "#": "&#35;",
                     ".": "&#46;", "|": "&#124;", "\\": "&#92;", "$": "&#36;"}
 _MARKER_SPLIT = re.compile(r"(\[\d+\])")
@@ -50,7 +50,7 @@ _MARKER_SPLIT = re.compile(r"(\[\d+\])")
 
 def inert(text: str) -> str:
     """Report text as HTML that renders as plain text: no live link, image or markup from a report."""
-    return "".join(_MARKDOWN_ACTIVE.get(ch, ch) for ch in html.escape(text, quote=True)).replace("\n", " ")
+    return "".join(_MARKDOWN_ACTIVE.get(ch, ch) for ch in text.replace("\n", " "))
 
 
 def render_answer(result: Answer, turn: str) -> str:

@@ -145,7 +145,8 @@ def test_browser_chat_citations_reload_and_upload(server, tmp_path):
         assert "France" in page.locator(".qa-sources").nth(1).locator("mark").inner_text()
 
         note = tmp_path / "harbour.txt"
-        note.write_text("The Umm Qasr harbour reopened to grain ships on Tuesday.", encoding="utf-8")
+        note.write_text("The Umm Qasr harbour reopened to grain ships on Tuesday. Photos at "
+                        "[the port site](https://evil.example/p) and https://evil.example/q.", encoding="utf-8")
         page.locator("#upload input[type=file]").set_input_files([str(note)])
         page.wait_for_function("document.querySelector('#upload-status').innerText.includes('Added')", timeout=120_000)
         assert (server["corpus"] / "harbour.txt").exists()
@@ -153,6 +154,8 @@ def test_browser_chat_citations_reload_and_upload(server, tmp_path):
         ask(page, "When did the Umm Qasr harbour reopen?")
         last = page.locator(".qa-sources").last.inner_text()
         assert "harbour.txt" in last and "Tuesday" in last
+        assert "https://evil.example/q" in last, "a link in a report is shown as its text"
+        assert page.locator('#chat a[href*="evil.example"]').count() == 0, "and is never live"
 
         empty = tmp_path / "empty.txt"
         empty.write_text("  ")
@@ -198,7 +201,7 @@ def test_links_in_reports_are_shown_as_text():
     from qa.types import Answer, Citation
     from qa.ui import render_answer
 
-    quote = "Details at [the portal](https://evil.example/x) and www.evil.example or mail@evil.example."
+    quote = "Details at [the portal](https://evil.example/x) and www.evil.example or mail@evil.example (O'Neil & Co)."
     passage = "Before. " + quote + " ![img](http://evil.example/i.png) <a href='http://evil.example'>x</a>"
     result = Answer(text=quote + " [1]", citations=[Citation("memo.txt", quote, 8, 8 + len(quote), None, passage, 1.0)],
                     abstained=False, question="q")
@@ -207,7 +210,8 @@ def test_links_in_reports_are_shown_as_text():
     for live in ("http://", "https://", "www.evil", "](", "<a href", "@evil", "!["):
         assert live not in rendered, live
     import html
-    assert html.unescape(re.sub(r"<[^>]+>", "", rendered)).count("https://evil.example/x") == 2  # still readable
+    shown = html.unescape(re.sub(r"<[^>]+>", "", rendered))
+    assert shown.count("https://evil.example/x") == 2 and shown.count("(O'Neil & Co)") == 2  # still readable
 
 
 def test_upload_never_replaces_a_different_file(tmp_path):
