@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from qa.index import Index, terms
-from qa.question import QuestionShape, analyse, name_stems
+from qa.question import QuestionShape, analyse, name_spans, name_stems
 from qa.retrieve import NOT_FOUND_PREFIX, Query
 from qa.settings import AnswerRules, Settings
 from qa.text import is_instruction
@@ -37,7 +37,6 @@ _ENUMERATION = re.compile(r"[A-Z][\w’'-]*(?: [\w’'-]+){0,3}, (?:and )?[A-Z]"
 _WORDS = re.compile(r"[\w’'.-]+")
 _INTERROGATIVE = re.compile(r"\?[\"'”’)\]]*$")
 _PRONOUN_START = re.compile(r"^\W*(he|she|they|it|his|her|their|its)\b", re.IGNORECASE)
-_NAME = re.compile(r"\b[A-Z][\w’'.-]*[\w’']?(?:\s+(?:(?:al|bin|ibn|de|del|da|von|van|of|the|and|for)[-\s]+)*[A-Z][\w’'.-]*)*")
 _OPENERS = frozenset(
     """a an the this that these those there then thus many most some several few all each every both he she it
     its we they his her their our i you in on at as after before during while when where if although though
@@ -125,9 +124,8 @@ def new_names(sentence: str, shape: QuestionShape) -> list[str]:
     where question asks for. A sentence that only restates the question's own names answers nothing."""
     asked = set(terms(shape.text))
     out = []
-    for match in _NAME.finditer(sentence):
-        word = match.group(0)
-        if match.start() == 0 and " " not in word and word.lower() in _OPENERS:
+    for at, word in name_spans(sentence):
+        if at == 0 and " " not in word and word.lower() in _OPENERS:
             continue
         stems = terms(word)
         if stems and not set(stems) <= asked:

@@ -75,6 +75,14 @@ def question_names(question: str) -> tuple[str, ...]:
     return tuple(m.group(1) for m in _PROPER.finditer(question.strip()))
 
 
+_NAME_SPAN = re.compile(r"\b[A-Z][\w’'.-]*(?:\s+(?:(?:al|bin|ibn|de|del|da|von|van|of|the|and|for)[-\s]+)*[A-Z][\w’'.-]*)*")
+
+
+def name_spans(text: str) -> list[tuple[int, str]]:
+    """Runs of capitalized words ("Qais al-Khazali", "Bank of England") with where each starts."""
+    return [(m.start(), m.group(0)) for m in _NAME_SPAN.finditer(text)]
+
+
 def name_stems(name: str) -> list[str]:
     """The index terms a name is known by; "FY2019" is known by "2019" too."""
     return terms(name) + terms(" ".join(_NUMBER_PART.findall(name)))

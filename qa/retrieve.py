@@ -13,6 +13,7 @@ import numpy as np
 
 from qa.embed import Embedder, QueryEncoder
 from qa.index import Index, IndexCorrupt, terms
+from qa.question import name_spans
 from qa.settings import Settings
 from qa.types import Passage
 
@@ -68,9 +69,6 @@ def resolve_query(question: str, history: Sequence[dict] | None) -> Query:
     return Query(question, context[:2000], referents(asked, said))
 
 
-_NAME_SPAN = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][\w’'.-]*(?:\s+(?:(?:al|bin|ibn|de|von|van|of|the)[-\s])*[A-Z][\w’'.-]*)*")
-
-
 def referents(asked: str, said: str) -> tuple[str, ...]:
     """The names a pronoun in a follow-up most likely points back to.
 
@@ -78,11 +76,12 @@ def referents(asked: str, said: str) -> tuple[str, ...]:
     first name the last answer adds to it ("Who heads Asa'ib Ahl al-Haq?" → "Qais
     al-Khazali, …" → "What did he ask …?"), as the index terms of each name's last word.
     """
-    asked_names = [m.group(0) for m in _NAME_SPAN.finditer(asked.strip())]
+    asked = asked.strip()
+    asked_names = [name for at, name in name_spans(asked) if at > 0]  # not the question word
     asked_terms = set(terms(" ".join(asked_names)))
     out = [t for name in asked_names for t in terms(name)[-1:]]
-    for m in _NAME_SPAN.finditer(" " + said.strip()):
-        name_terms = terms(m.group(0))
+    for _, name in name_spans(said):
+        name_terms = terms(name)
         if name_terms and not set(name_terms) & asked_terms:
             out.append(name_terms[-1])
             break
