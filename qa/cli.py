@@ -71,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--split", help="QA sets: only the items of this split (dev, test)")
     p.add_argument("--corpus", help="QA sets: answer from an index of this folder (another copy of the set's "
                                     "reports, e.g. as PDF; evidence matched by file stem)")
+    p.add_argument("--verifier", metavar="SET", help="instead: the claim-checking benchmark of the citation "
+                   "verifier; SET is all or a comma list of built, scifact, rgb (see eval/README.md)")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("bench", help="speed and memory against llama-index's stock pipeline")

@@ -2,7 +2,7 @@
 import ast
 from pathlib import Path
 
-ORDER = ["settings", "types", "load", "chunk", "embed", "index", "retrieve", "extractive", "generate", "cite",
+ORDER = ["settings", "types", "load", "chunk", "embed", "parse", "index", "retrieve", "extractive", "generate", "cite",
          "api", "evaluation", "bench", "ui", "cli"]
 PKG = Path(__file__).resolve().parent.parent / "qa"
 
