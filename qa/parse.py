@@ -39,8 +39,11 @@ def get_nlp():
                            ) from exc
 
 
-def parse(texts: Sequence[str]) -> list:
-    """Parsed ``Doc`` of each text; parses are cached (source sentences are checked again and again)."""
+def parse(texts: Sequence[str], *, cache: bool = True) -> list:
+    """Parsed ``Doc`` of each text. Source sentences are checked again and again, so their parses are
+    cached; drafts are not (``cache=False``), so they do not push the sources out."""
+    if not cache:
+        return list(get_nlp().pipe(list(texts), batch_size=32))
     out: list = [None] * len(texts)
     todo: dict[str, list[int]] = {}
     with _lock:
@@ -110,6 +113,9 @@ def relations(doc) -> list[Relation]:
     A past participle modifying a noun ("groups led by Badr") is a predicate too, the
     noun being its done-to.
     """
+    cached = doc.user_data.get("qa_relations")
+    if cached is not None:
+        return cached
     out = []
     for tok in doc:
         if tok.pos_ not in {"VERB", "AUX"} or tok.dep_ in {"aux", "auxpass"}:
@@ -142,6 +148,7 @@ def relations(doc) -> list[Relation]:
         out.append(Relation(tok.lemma_.lower(), content_lemmas(agent), content_lemmas(patient), is_negated(tok),
                             tok.i, frozenset(t.lower_ for t in agent if t.pos_ == "PROPN" and t.text.isalnum()),
                             content_lemmas(agent_core), content_lemmas(patient_core)))
+    doc.user_data["qa_relations"] = out
     return out
 
 

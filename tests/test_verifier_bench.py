@@ -86,9 +86,43 @@ def test_family_rules_on_examples():
         "All militias should be dissolved, Macron stressed."
 
 
+def test_runner_scores_claims_with_the_real_verifier(seeds_index, settings, built):
+    claims, texts = built
+    pick = [c for fam in ("gold", "negation", "other_report")
+            for c in [x for x in claims if x.family == fam][:2]]
+    rows = check_claims([(c, _find(texts.get(c.doc_id, ""), c.gold)) for c in pick], seeds_index, settings,
+                        progress=False)
+    rows = [dict(r, part="built") for r in rows]
+    by = {r["family"]: r for r in rows}
+    assert by["gold"]["kept"] and by["gold"]["on_gold"] and by["gold"]["verdicts"] == ["supported"]
+    assert not by["negation"]["kept"] and "contradicted" in by["negation"]["verdicts"]
+    assert not by["other_report"]["kept"]
+    summary = summarize(rows)
+    assert summary["families"]["gold"]["kept"] == 1.0 and summary["families"]["negation"]["rejected"] == 1.0
+
+
 def test_auc_and_parts():
     assert _auc([0.9, 0.8], [0.1, 0.2]) == 1.0 and _auc([0.5], [0.5]) == 0.5 and _auc([], [1.0]) is None
     assert parts_of("all") == ["built", "scifact", "rgb"] and parts_of("rgb,built") == ["rgb", "built"]
     with pytest.raises(ValueError):
         parts_of("bogus")
     assert _find("A  b’s  c. D.", "a b's c.") == [(0, 9)]
+
+
+def test_cli_verify_json(tmp_path, seeds_index):
+    import os
+    import subprocess
+    import sys
+
+    text = tmp_path / "memo.txt"
+    text.write_text("Ahmed al-Asadi will be the spokesperson of the new alliance. "
+                    "Sistani called for the disbandment of the paramilitary forces.", encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "qa.cli", "verify", str(text), "--index", str(seeds_index), "--json"],
+                          capture_output=True, text=True, cwd=ROOT, env=dict(os.environ), timeout=600)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert [s["verdict"] for s in out["sentences"]] == ["supported", "contradicted"]
+    c = out["sentences"][0]["citation"]
+    assert set(c) == {"doc_id", "quote", "start", "end", "page"}
+    assert (SEEDS / c["doc_id"]).read_text(encoding="utf-8")[c["start"]:c["end"]] == c["quote"]
+    assert isinstance(out["sentences"][0]["score"], float)

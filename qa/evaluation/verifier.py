@@ -207,8 +207,31 @@ def summarize(rows: list[dict]) -> dict:
             "check_ms_p50": ms[len(ms) // 2] if ms else None}
 
 
+def draft_latency(settings: Settings, size: int = 5) -> dict:
+    """Warm wall time of verifying a ``size``-sentence draft (models loaded, the index's sentences
+    parsed before; the draft itself new): drafts of the seeds' built claims, 5 retrieved passages."""
+    from qa.retrieve import Query
+
+    engine = get_engine(None, settings)
+    claims = [c for group, _ in built_claims(settings)[:1] for c, _ in group]
+    drafts = [" ".join(c.text for c in claims[i:i + size]) for i in range(0, len(claims) - size + 1, size)]
+    timed = []
+    for n in range(2):
+        for draft in drafts:
+            passages = engine.retriever.search(Query(draft), settings.top_k)
+            t0 = time.perf_counter()
+            verify("", draft, passages, engine.index, engine.embedder, settings)
+            if n:
+                timed.append((time.perf_counter() - t0) * 1000)
+    timed.sort()
+    return {"drafts": len(timed), "sentences": size, "p50_ms": round(timed[len(timed) // 2], 1),
+            "p90_ms": round(timed[int(len(timed) * 0.9)], 1)} if timed else {}
+
+
 def run(path: Path, settings: Settings, args) -> tuple[dict, list[dict]]:
-    return run_verifier_eval(args.verifier, settings, limit=args.limit)
+    summary, rows = run_verifier_eval(args.verifier, settings, limit=args.limit)
+    summary["draft_latency"] = draft_latency(settings)
+    return summary, rows
 
 
 def headline(summary: dict) -> str:
@@ -220,6 +243,10 @@ def headline(summary: dict) -> str:
         auc = "" if b["true"] or b["auc"] is None else f"{b['auc']:.3f}"
         lines.append(f"{fam:<20}{b['n']:>5}  {what:>8} {share:.3f}  {contra:>12}  {b['mean_score']:>10.3f}  {auc:>5}")
     lines.append(f"{summary['claims']} claims; verifier p50 {summary['check_ms_p50']} ms per claim")
+    lat = summary.get("draft_latency") or {}
+    if lat:
+        lines.append(f"{lat['sentences']}-sentence draft, warm: p50 {lat['p50_ms']} ms, p90 {lat['p90_ms']} ms "
+                     f"({lat['drafts']} drafts)")
     return "\n".join(lines)
 
 
