@@ -1,12 +1,13 @@
 """Extractive answers: pick the sentences that answer the question and cite each one.
 
 No language model: the answer is made of source sentences, so every quote is verbatim
-by construction. Each candidate sentence of the retrieved passages (questions in the
-reports excepted) is scored by its embedding similarity to the question plus the
-IDF-weighted share of the question's terms it contains. The answer abstains when the
-best score is under one calibrated threshold, when the question asks for a number or
-a date that no chosen sentence holds, or when it names something the reports never
-mention.
+by construction. The question is analysed once (:func:`qa.question.analyse`); each
+candidate sentence of the retrieved passages is scored by its embedding similarity to
+the question plus the IDF-weighted share of the question's terms it holds, adjusted by
+the named rules below. The answer abstains when the best score is under one
+calibrated threshold, when the question asks for a number, a date or a cause that no
+chosen sentence holds, or when it names something the reports never mention.
+Each rule's weight lives in :class:`qa.settings.AnswerRules`.
 """
 from __future__ import annotations
 
@@ -18,48 +19,31 @@ from typing import Sequence
 import numpy as np
 
 from qa.index import Index, terms
+from qa.question import QuestionShape, analyse, name_stems
 from qa.retrieve import NOT_FOUND_PREFIX, Query
-from qa.settings import Settings
+from qa.settings import AnswerRules, Settings
+from qa.text import is_instruction
 from qa.types import Answer, Citation, Passage
 
-LEXICAL_WEIGHT = 0.8
-CONTEXT_TERM_WEIGHT = 0.2
-KEEP_RATIO = 0.95
-LIST_KEEP_RATIO = 0.85
-REPEAT_FACTOR = 0.5
-LIST_SHAPE_BONUS = 0.15
-COVER_RATIO = 0.6
-COVER_GAIN = 0.25
-UNKNOWN_NAME_PENALTY = 0.25
-MULTIDOC_KEEP_RATIO = 0.75
-
-_QUANTITY = re.compile(r"\b(how (many|much|large|big|long|old|often)|what (number|percentage|share|amount|proportion|size)|"
-                       r"what percent|(death|casualty) toll|casualties|turnout|budget)\b",
-                       re.IGNORECASE)
-_HOW_MANY = re.compile(r"\bhow many ((?:[\w.’'-]+ ){0,2}?[\w’'-]+?s)\b", re.IGNORECASE)
-_TIME = re.compile(r"^\W*(when|since when)\b|\b(what|which|on what|in what) (year|date|day|month|time)\b|\bhow long ago\b",
-                   re.IGNORECASE)
 _NUMBER = re.compile(r"\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|"
                      r"fifty|hundred|thousand|million|billion|dozen|several|half|single|both|first|second|third)\b",
                      re.IGNORECASE)
 _TEMPORAL = re.compile(r"\d|\b(january|february|march|april|may|june|july|august|september|october|november|"
                        r"december|monday|tuesday|wednesday|thursday|friday|saturday|sunday|today|yesterday|"
                        r"tomorrow|tonight|ago|(last|next|this) (week|month|year))\b", re.IGNORECASE)
-_LIST = re.compile(r"\b(list|name all|make up|consist|which (groups|countries|people|leaders|units|organizations|militias|two|three)|"
-                   r"what (groups|are|were|two|three|things|steps|demands|countries|organizations)|who are|who were|"
-                   r"all the|each of|both)\b", re.IGNORECASE)
-_MULTIDOC = re.compile(r"\b(both (reports|briefs|documents|articles)|each (report|brief|document)|the (two|other) "
-                       r"(reports|briefs)|across (the )?(reports|briefs)|in common|compare|differ|both)\b", re.IGNORECASE)
-_MULTIPART = re.compile(r",|;|\b(and|as well as|also|both|or|besides)\b", re.IGNORECASE)
-_WHY = re.compile(r"^\W*why\b|\bfor what reason\b", re.IGNORECASE)
 _CAUSE = re.compile(r"\b(because|due to|since|as a result|in order to|so that|owing to|amid|after|over|reason|"
                     r"aim|aims|goal|to (avoid|protect|keep|prevent|preserve|fight|run|pursue|join))\b", re.IGNORECASE)
 _ENUMERATION = re.compile(r"[A-Z][\w’'-]*(?: [\w’'-]+){0,3}, (?:and )?[A-Z]")
 _WORDS = re.compile(r"[\w’'.-]+")
 _INTERROGATIVE = re.compile(r"\?[\"'”’)\]]*$")
-_NUMBER_PART = re.compile(r"(?<=[A-Za-z])\d{2,}|\d{2,}(?=[A-Za-z])")
+_PRONOUN_START = re.compile(r"^\W*(he|she|they|it|his|her|their|its)\b", re.IGNORECASE)
+_NAME = re.compile(r"\b[A-Z][\w’'.-]*[\w’']?(?:\s+(?:(?:al|bin|ibn|de|del|da|von|van|of|the|and|for)[-\s]+)*[A-Z][\w’'.-]*)*")
+_OPENERS = frozenset(
+    """a an the this that these those there then thus many most some several few all each every both he she it
+    its we they his her their our i you in on at as after before during while when where if although though
+    however but and yet so also meanwhile moreover still since for by from with without one two three earlier
+    later today yesterday according last next monday tuesday wednesday thursday friday saturday sunday""".split())
 _LABEL = re.compile(r"^(Comment|Note|Update|Analysis|Editor's note)\s*:\s*", re.IGNORECASE)
-_PROPER = re.compile(r"(?<![.!?]\s)(?<!^)\b([A-Z][\w’'\-]+(?:\.[A-Z]\.?)*|\d[\d,.]*)")
 
 
 @dataclass(frozen=True)
@@ -76,66 +60,160 @@ class Candidate:
 
 
 def not_found(question: str, passages: Sequence[Passage] = (), query: str = "", support: float = 0.0,
-              why: str = "") -> Answer:
-    """The fixed abstention answer."""
+              why: str = "", mode: str = "extractive") -> Answer:
+    """The one abstention answer every mode gives."""
     text = f"{NOT_FOUND_PREFIX}: no passage in the indexed reports answers this question."
     return Answer(text=text, citations=[], abstained=True, question=question, query=query,
-                  passages=list(passages), support=support, notice=why)
+                  passages=list(passages), support=support, notice=why, mode=mode)
 
 
 def answer_extractive(question: str, query: Query, vector: np.ndarray, passages: Sequence[Passage],
-                      index: Index, settings: Settings, said: str = "") -> Answer:
+                      index: Index, settings: Settings, said: str = "", bare: np.ndarray | None = None) -> Answer:
     """Compose a cited answer from the best sentences of ``passages``, or abstain.
 
-    ``said`` is the previous assistant message: a follow-up asks for something new, so
-    sentences already quoted there count for less.
+    ``said`` is the previous assistant message and ``bare`` the vector of the question
+    without its history: see :func:`repeat_factor`.
     """
-    candidates = score_sentences(query, vector, passages, index, said)
+    shape = analyse(question)
+    rules = settings.rules
+    candidates = score_sentences(query, shape, vector, passages, index, rules, said, bare)
     if not candidates:
         return not_found(question, passages, query.text, why="nothing retrieved")
-    missing = unknown_names(question, index)
-    support = candidates[0].score - UNKNOWN_NAME_PENALTY * len(missing)
+    missing = unknown_names(shape, index)
+    support = candidates[0].score - rules.unknown_name_penalty * len(missing)
     if support < settings.abstain_below:
         why = f"the reports never mention {', '.join(missing)}" if missing else "weak evidence"
         return not_found(question, passages, query.text, support, why=why)
-    chosen = choose(question, candidates, index, query, settings)
-    typed = [c for c in chosen if answers_type(question, _text(index, c))]
+    chosen = choose(shape, query, candidates, index, settings)
+    typed = [c for c in chosen if answers_type(shape, _text(index, c))]
     if not typed:
         return not_found(question, passages, query.text, support,
-                         why="no passage gives the number or date asked for")
+                         why="no passage gives the number, date or cause asked for")
     return compose(question, query, typed, passages, index, support)
 
 
-def answers_type(question: str, sentence: str) -> bool:
-    """Whether ``sentence`` can answer a how-many / when question at all."""
-    how_many = _HOW_MANY.search(question)
-    if how_many:
-        noun = terms(how_many.group(1))
+# ---------------------------------------------------------------- rules on one sentence
+
+
+def answers_type(shape: QuestionShape, sentence: str) -> bool:
+    """Whether ``sentence`` can answer a how-many / how-much / when / why question at all.
+
+    "How many fighters …" needs a number within four words before "fighters"; other
+    quantities need a digit; a date question a date word or digit; a why question a
+    causal connective. Questions of other kinds pass.
+    """
+    if shape.count_noun:
         words = _WORDS.findall(sentence)
-        stems = [terms(w)[:1] or [""] for w in words]
-        for i, stem in enumerate(stems):
-            if noun and stem[0] == noun[-1]:
+        for i, word in enumerate(words):
+            if (terms(word)[:1] or [""])[0] == shape.count_noun:
                 if any(_NUMBER.fullmatch(w) or w[0].isdigit() for w in words[max(0, i - 4):i]):
                     return True
         return False
-    if _QUANTITY.search(question):
+    if shape.wants_number:
         return bool(re.search(r"\d", sentence))
-    if _TIME.search(question):
+    if shape.wants_date:
         return bool(_TEMPORAL.search(sentence))
-    if _WHY.search(question):
+    if shape.wants_cause:
         return bool(_CAUSE.search(sentence))
+    if shape.wants_entity:
+        return bool(new_names(sentence, shape))
     return True
 
 
-def score_sentences(query: Query, vector: np.ndarray, passages: Sequence[Passage], index: Index,
-                    said: str = "") -> list[Candidate]:
-    """Every sentence of ``passages`` once (with its best-ranked passage), best first.
+def new_names(sentence: str, shape: QuestionShape) -> list[str]:
+    """Names in ``sentence`` that the question does not already use: what a who / which-agency /
+    where question asks for. A sentence that only restates the question's own names answers nothing."""
+    asked = set(terms(shape.text))
+    out = []
+    for match in _NAME.finditer(sentence):
+        word = match.group(0)
+        if match.start() == 0 and " " not in word and word.lower() in _OPENERS:
+            continue
+        stems = terms(word)
+        if stems and not set(stems) <= asked:
+            out.append(word)
+    return out
 
-    A question term found only in the sentence before counts half: report sentences
-    lean on their predecessor ("The alliance consists of …").
+
+def is_question_sentence(sentence: str) -> bool:
+    """A question in a report (a quiz page, a rhetorical question) answers nothing."""
+    return bool(_INTERROGATIVE.search(sentence))
+
+
+def list_shape_bonus(shape: QuestionShape, sentence: str, rules: AnswerRules) -> float:
+    """A list question favours a sentence that enumerates two or more names ("A, B and C")."""
+    if shape.wants_list and len(_ENUMERATION.findall(sentence)) >= 2:
+        return rules.list_shape_bonus
+    return 0.0
+
+
+def repeat_factor(sentence: str, said_folded: str, rules: AnswerRules) -> float:
+    """A sentence the previous answer quoted gains nothing from the history that quoted it.
+
+    It is scored against the bare follow-up (no history vector, no history terms) and
+    then by ``repeat_factor``: the history resembles it by construction, which says
+    nothing about whether it answers the new question.
     """
-    weights = _term_weights(query, index)
+    return rules.repeat_factor if is_repeated(sentence, said_folded) else 1.0
+
+
+def other_referent_penalty(query: Query, own: set[str], before: set[str], sentence: str, rules: AnswerRules) -> float:
+    """A follow-up's pronoun ("What did he ask …?") means the one the last exchange named.
+
+    A sentence that opens with a pronoun while the sentence before it names none of
+    those ("Grand Ayatollah Ali Sistani asked … He did not call …", asked about Qais
+    al-Khazali) is about someone else: it loses ``referent_penalty``. A sentence naming none
+    of them, directly or through such a pronoun, loses the smaller ``unnamed_penalty``.
+    """
+    if not query.referents:
+        return 0.0
+    if _PRONOUN_START.match(sentence) and not before & set(query.referents):
+        return rules.referent_penalty
+    if rules.unnamed_penalty and not own & set(query.referents) and not (
+            _PRONOUN_START.match(sentence) and before & set(query.referents)):
+        return rules.unnamed_penalty
+    return 0.0
+
+
+def is_repeated(sentence: str, said_folded: str) -> bool:
+    """Whether the previous answer (whitespace folded) quoted ``sentence``."""
+    return bool(said_folded) and " ".join(sentence.split()) in said_folded
+
+
+def lexical_share(weights: dict[str, float], own: set[str], before: set[str]) -> float:
+    """IDF-weighted share of the question's terms in the sentence.
+
+    A term found only in the sentence before counts half: report sentences lean on their
+    predecessor ("The alliance consists of …" after the sentence naming the alliance).
+    """
     total = sum(weights.values()) or 1.0
+    return sum(w if t in own else 0.5 * w if t in before else 0.0 for t, w in weights.items()) / total
+
+
+def unknown_names(shape: QuestionShape, index: Index) -> list[str]:
+    """Names and numbers in the question that occur nowhere in the indexed reports.
+
+    Each costs ``unknown_name_penalty`` of support, so "What did Saudi Arabia say …?"
+    over reports that never mention Saudi Arabia is declined; a repeated name counts once.
+    """
+    missing: list[str] = []
+    seen: set[str] = set()
+    for word in shape.names:
+        stems = name_stems(word)
+        if stems and all(s not in index.vocab for s in stems) and stems[0] not in seen:
+            missing.append(word)
+            seen.add(stems[0])
+    return missing
+
+
+# ---------------------------------------------------------------- scoring and choosing
+
+
+def score_sentences(query: Query, shape: QuestionShape, vector: np.ndarray, passages: Sequence[Passage],
+                    index: Index, rules: AnswerRules, said: str = "", bare: np.ndarray | None = None) -> list[Candidate]:
+    """Every sentence of ``passages`` once (with its best-ranked passage), best first."""
+    weights = term_weights(query, index, rules)
+    bare_weights = term_weights(Query(query.question), index, rules) if query.context else weights
     rows: dict[int, Passage] = {}
     for p in passages:
         for row in index.sentence_rows(p.passage_id):
@@ -143,9 +221,10 @@ def score_sentences(query: Query, vector: np.ndarray, passages: Sequence[Passage
     if not rows:
         return []
     order = np.fromiter(rows, dtype=np.int64)
-    dense = np.asarray(index.sentence_vectors[order]) @ vector
+    vectors = np.asarray(index.sentence_vectors[order])
+    dense = vectors @ vector
+    dense_bare = vectors @ bare if bare is not None and query.context else dense
     said_folded = " ".join(said.split())
-    wants_list = bool(_LIST.search(query.question))
     out = []
     seen_terms: dict[int, set[str]] = {}  # a sentence is often also the one before another
 
@@ -154,59 +233,84 @@ def score_sentences(query: Query, vector: np.ndarray, passages: Sequence[Passage
             seen_terms[r] = set(terms(text[int(index.sentences[r, 1]):int(index.sentences[r, 2])]))
         return seen_terms[r]
 
-    for row, sim in zip(order.tolist(), dense.tolist()):
+    for row, sim, sim_bare in zip(order.tolist(), dense.tolist(), dense_bare.tolist()):
         start, end = _trim_label(index, row)
         doc_i = int(index.sentences[row, 0])
         text = index.documents[doc_i].text
-        if _INTERROGATIVE.search(text[start:end]):
-            continue  # a question in a report (a quiz, a rhetorical one) answers nothing
-        own = set(terms(text[start:end])) if start != int(index.sentences[row, 1]) else sentence_terms(row, text)
+        sentence = text[start:end]
+        if is_question_sentence(sentence) or is_instruction(sentence):
+            continue  # text that tries to steer a model is never quoted
+        own = set(terms(sentence)) if start != int(index.sentences[row, 1]) else sentence_terms(row, text)
         before: set[str] = set()
         if row > 0 and int(index.sentences[row - 1, 0]) == doc_i:
             before = sentence_terms(row - 1, text)
-        lexical = sum(w if t in own else 0.5 * w if t in before else 0.0 for t, w in weights.items()) / total
-        score = sim + LEXICAL_WEIGHT * lexical
-        if wants_list and len(_ENUMERATION.findall(text[start:end])) >= 2:
-            score += LIST_SHAPE_BONUS
-        if said_folded and " ".join(text[start:end].split()) in said_folded:
-            score *= REPEAT_FACTOR
+        repeat = repeat_factor(sentence, said_folded, rules)
+        if is_repeated(sentence, said_folded):
+            score = sim_bare + rules.lexical_weight * lexical_share(bare_weights, own, before)
+        else:
+            score = sim + rules.lexical_weight * lexical_share(weights, own, before)
+        score += list_shape_bonus(shape, sentence, rules) - other_referent_penalty(query, own, before, sentence, rules)
+        if not answers_type(shape, sentence):
+            score -= rules.untyped_penalty
+        score *= repeat
         page = int(index.sentences[row, 3])
         out.append(Candidate(row, rows[row].doc_id, start, end, None if page < 0 else page, rows[row], score))
     out.sort(key=lambda c: (-c.score, c.row))
     return out
 
 
-def choose(question: str, candidates: list[Candidate], index: Index, query: Query,
+def choose(shape: QuestionShape, query: Query, candidates: list[Candidate], index: Index,
            settings: Settings) -> list[Candidate]:
-    """The best sentence, near ties, and sentences that cover what the best one leaves out.
+    """The best sentence, its near ties, the parts it leaves out, and the other reports."""
+    chosen = near_ties(shape, candidates, settings)
+    if shape.multipart:
+        chosen = cover_parts(query, candidates, chosen, index, settings)
+    if shape.multidoc:
+        chosen = other_reports(candidates, chosen, settings)
+    return chosen
 
-    A question with several parts ("What did Sistani ask …, and what did Khamenei ask …?")
-    is answered part by part: a further sentence is added when it covers question
-    terms not yet covered, so single-fact questions keep a single citation.
-    """
-    best = candidates[0].score
-    ratio = LIST_KEEP_RATIO if _LIST.search(question) else KEEP_RATIO
-    floor = max(settings.abstain_below, best * ratio)
-    chosen = [c for c in candidates if c.score >= floor][: settings.max_sentences]
-    weights = {t: w for t, w in _term_weights(Query(query.question), index).items() if t in index.vocab}
+
+def near_ties(shape: QuestionShape, candidates: list[Candidate], settings: Settings) -> list[Candidate]:
+    """Sentences within ``keep_ratio`` of the best score (``list_keep_ratio`` for lists)."""
+    rules = settings.rules
+    ratio = rules.list_keep_ratio if shape.wants_list else rules.keep_ratio
+    floor = max(settings.abstain_below, candidates[0].score * ratio)
+    return [c for c in candidates if c.score >= floor][: settings.max_sentences]
+
+
+def cover_parts(query: Query, candidates: list[Candidate], chosen: list[Candidate], index: Index,
+                settings: Settings) -> list[Candidate]:
+    """A question with several parts ("What did Sistani ask …, and what did Khamenei ask …?") is
+    answered part by part: a further sentence joins when it covers question terms not yet covered."""
+    rules = settings.rules
+    weights = {t: w for t, w in term_weights(Query(query.question), index, rules).items() if t in index.vocab}
     total = sum(weights.values())
-    if total and _MULTIPART.search(question):
-        covered = set().union(*(set(terms(_text(index, c))) for c in chosen))
-        for c in candidates:
-            if len(chosen) >= settings.max_sentences or c.score < max(settings.abstain_below, best * COVER_RATIO):
-                break
-            if c in chosen:
-                continue
-            new_terms = set(terms(_text(index, c))) - covered
-            if sum(weights.get(t, 0.0) for t in new_terms) >= COVER_GAIN * total:
-                chosen.append(c)
-                covered |= new_terms
-    if _MULTIDOC.search(question):
-        have = {c.doc_id for c in chosen}
-        for c in candidates:
-            if c.doc_id not in have and c.score >= max(settings.abstain_below, best * MULTIDOC_KEEP_RATIO):
-                chosen.append(c)
-                have.add(c.doc_id)
+    if not total:
+        return chosen
+    chosen = list(chosen)
+    best = candidates[0].score
+    covered = set().union(*(set(terms(_text(index, c))) for c in chosen))
+    for c in candidates:
+        if len(chosen) >= settings.max_sentences or c.score < max(settings.abstain_below, best * rules.cover_ratio):
+            break
+        if c in chosen:
+            continue
+        new_terms = set(terms(_text(index, c))) - covered
+        if sum(weights.get(t, 0.0) for t in new_terms) >= rules.cover_gain * total:
+            chosen.append(c)
+            covered |= new_terms
+    return chosen
+
+
+def other_reports(candidates: list[Candidate], chosen: list[Candidate], settings: Settings) -> list[Candidate]:
+    """A question about several reports takes each other report's best sentence, if strong enough."""
+    chosen = list(chosen)
+    best = candidates[0].score
+    have = {c.doc_id for c in chosen}
+    for c in candidates:
+        if c.doc_id not in have and c.score >= max(settings.abstain_below, best * settings.rules.multidoc_keep_ratio):
+            chosen.append(c)
+            have.add(c.doc_id)
     return chosen
 
 
@@ -227,23 +331,11 @@ def compose(question: str, query: Query, chosen: list[Candidate], passages: Sequ
                   query=query.text, passages=list(passages), support=round(support, 4))
 
 
-def unknown_names(question: str, index: Index) -> list[str]:
-    """Names and numbers in the question that occur nowhere in the indexed reports."""
-    missing: list[str] = []
-    seen: set[str] = set()
-    for match in _PROPER.finditer(question.strip()):
-        word = match.group(1)
-        stems = terms(word) + terms(" ".join(_NUMBER_PART.findall(word)))  # "FY2019" is known by "2019"
-        if stems and all(s not in index.vocab for s in stems) and stems[0] not in seen:
-            missing.append(word)
-            seen.add(stems[0])
-    return missing
-
-
-def _term_weights(query: Query, index: Index) -> dict[str, float]:
+def term_weights(query: Query, index: Index, rules: AnswerRules) -> dict[str, float]:
+    """IDF of each question term over passages; history terms weighted down."""
     n = max(1, len(index.passages))
     weights: dict[str, float] = {}
-    for weight, source in ((1.0, query.question), (CONTEXT_TERM_WEIGHT, query.context)):
+    for weight, source in ((1.0, query.question), (rules.context_term_weight, query.context)):
         for t in terms(source):
             pos = index.vocab.get(t)
             df = 0 if pos is None else int(index.doc_freq[pos])

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from qa.embed import Embedder, QueryEncoder
-from qa.index import Index, terms
+from qa.index import Index, IndexCorrupt, terms
 from qa.settings import Settings
 from qa.types import Passage
 
@@ -34,6 +34,9 @@ class Query:
 
     question: str
     context: str = ""
+    # Who or what a pronoun in the follow-up most likely means: index terms of the names
+    # the last question used and of the first new name the last answer gave.
+    referents: tuple[str, ...] = ()
 
     @property
     def text(self) -> str:
@@ -51,15 +54,39 @@ def resolve_query(question: str, history: Sequence[dict] | None) -> Query:
     last_user = next((m for m in reversed(history) if m.get("role") == "user"), None)
     last_bot = next((m for m in reversed(history) if m.get("role") == "assistant"), None)
     parts = []
-    if last_user:
-        parts.append(_content_text(last_user.get("content")))
+    asked = _content_text(last_user.get("content")) if last_user else ""
+    said = ""
+    if asked:
+        parts.append(asked)
     if last_bot:
         answer = _content_text(last_bot.get("content"))
         answer = answer.split("\n\nSources", 1)[0]
         if not answer.startswith(NOT_FOUND_PREFIX):
-            parts.append(_MARKER.sub("", answer))
+            said = _MARKER.sub("", answer)
+            parts.append(said)
     context = " ".join(p.strip() for p in parts if p and p.strip())
-    return Query(question, context[:2000])
+    return Query(question, context[:2000], referents(asked, said))
+
+
+_NAME_SPAN = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][\w’'.-]*(?:\s+(?:(?:al|bin|ibn|de|von|van|of|the)[-\s])*[A-Z][\w’'.-]*)*")
+
+
+def referents(asked: str, said: str) -> tuple[str, ...]:
+    """The names a pronoun in a follow-up most likely points back to.
+
+    Those of the last question ("Who is Ali Shamkhani?" → "Whom did he meet?") and the
+    first name the last answer adds to it ("Who heads Asa'ib Ahl al-Haq?" → "Qais
+    al-Khazali, …" → "What did he ask …?"), as the index terms of each name's last word.
+    """
+    asked_names = [m.group(0) for m in _NAME_SPAN.finditer(asked.strip())]
+    asked_terms = set(terms(" ".join(asked_names)))
+    out = [t for name in asked_names for t in terms(name)[-1:]]
+    for m in _NAME_SPAN.finditer(" " + said.strip()):
+        name_terms = terms(m.group(0))
+        if name_terms and not set(name_terms) & asked_terms:
+            out.append(name_terms[-1])
+            break
+    return tuple(dict.fromkeys(out))
 
 
 NOT_FOUND_PREFIX = "The reports do not say"
@@ -89,11 +116,16 @@ class Retriever:
 
     def embed_query(self, query: Query) -> np.ndarray:
         """The query vector; history context pulls it part of the way."""
+        return self.embed_parts(query)[0]
+
+    def embed_parts(self, query: Query) -> tuple[np.ndarray, np.ndarray]:
+        """The query vector and the bare question's vector (the same when there is no history)."""
         if not query.context:
-            return self.embedder.encode([query.question])[0]
+            q = self.embedder.encode([query.question])[0]
+            return q, q
         q, c = self.embedder.encode([query.question, query.context])
         v = q + CONTEXT_WEIGHT * c
-        return (v / max(float(np.linalg.norm(v)), 1e-9)).astype(np.float32)
+        return (v / max(float(np.linalg.norm(v)), 1e-9)).astype(np.float32), q
 
     def query_terms(self, query: Query) -> list[str]:
         seen = terms(query.question)
@@ -110,6 +142,8 @@ class Retriever:
     ) -> list[Passage]:
         """Top-``k`` passages; ``doc_ids`` restricts the search to those documents."""
         k = k or self.settings.top_k
+        if self.index.problem:
+            raise IndexCorrupt(self.index.problem)
         if mode not in MODES:
             raise ValueError(f"unknown retrieval mode {mode!r}; use one of {', '.join(MODES)}")
         rows = None if doc_ids is None else self.index.rows_of_documents(doc_ids)
@@ -122,8 +156,46 @@ class Retriever:
             ranked.append(self.dense(vec, n, rows))
         if mode in ("hybrid", "bm25"):
             ranked.append(self.keyword(self.query_terms(query), n, rows))
+        if mode == "hybrid" and self.settings.sentence_search:
+            ranked.append(self.by_sentence(vec, n, rows))
         fused = ranked[0] if len(ranked) == 1 else reciprocal_rank_fusion(ranked, self.settings.rrf_k)
         return [self.index.passage(row, score) for row, score in fused[:k]]
+
+    def by_sentence(self, vector: np.ndarray, n: int, rows: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """Passage rows ranked by their best sentence's similarity to ``vector``.
+
+        A passage is an average of several sentences; a paraphrased question often matches
+        one sentence better than any passage (the answer sentence drowned by its neighbours).
+        """
+        vectors = self.index.sentence_vectors
+        if len(vectors) == 0:
+            return []
+        owner = self.sentence_owner()
+        scores = np.asarray(vectors) @ vector
+        if rows is not None:
+            keep = np.isin(owner, rows)
+            scores = np.where(keep, scores, -np.inf)
+        top = np.argpartition(-scores, min(len(scores) - 1, 4 * n))[: 4 * n]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        out: dict[int, float] = {}
+        for s in top.tolist():
+            if not np.isfinite(scores[s]):
+                break
+            out.setdefault(int(owner[s]), float(scores[s]))
+            if len(out) >= n:
+                break
+        return list(out.items())
+
+    def sentence_owner(self) -> np.ndarray:
+        """For each sentence row, the first passage row that holds it (computed once)."""
+        owner = getattr(self, "_owner", None)
+        if owner is None:
+            owner = np.full(len(self.index.sentences), -1, dtype=np.int64)
+            for row in range(len(self.index.passages) - 1, -1, -1):
+                rng = self.index.sentence_rows(row)
+                owner[rng.start:rng.stop] = row
+            self._owner = owner
+        return owner
 
     def dense(self, vector: np.ndarray, n: int, rows: np.ndarray | None = None) -> list[tuple[int, float]]:
         """Passage rows by inner product with ``vector``, best first."""

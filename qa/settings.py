@@ -23,12 +23,55 @@ def _default_root() -> Path:
     return PROJECT_ROOT if (PROJECT_ROOT / "pyproject.toml").exists() else Path.cwd()
 
 
+def _default_model_cache() -> Path:
+    """The user's cache folder: one ONNX export per model, shared by every index."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "qa" / "models"
+
+
+@dataclass(frozen=True)
+class AnswerRules:
+    """Weights of the extractive answer's rules (qa/extractive.py), each chosen on dev data.
+
+    Grids and figures are in eval/README.md; none was fitted per question.
+    """
+
+    # Score = cosine(question, sentence) + lexical_weight * IDF-weighted share of question terms;
+    # grid {0.25, 0.5, 0.8} on the seeds set.
+    lexical_weight: float = 0.8
+    # Terms brought in by the chat history count this much of a question term.
+    context_term_weight: float = 0.2
+    # Sentences within this share of the best score are kept as near ties (lists: more).
+    keep_ratio: float = 0.95
+    list_keep_ratio: float = 0.85
+    # A sentence the previous answer already quoted counts this much; grid {0.7, 0.5, 0.3}.
+    repeat_factor: float = 1.0
+    # A follow-up's "He …" sentence whose antecedent is someone else; grid {0.1, 0.2, 0.3}.
+    referent_penalty: float = 0.2
+    # A sentence that cannot answer the kind of question asked (no number for "how many",
+    # no new name for "who") ranks below those that can; grid {0, 0.1, 0.2, 0.3}.
+    untyped_penalty: float = 0.2
+    # ... and one that names none of those the last exchange named (a tie-breaker); grid {0.03, 0.06, 0.1}.
+    unnamed_penalty: float = 0.05
+    # A list question favours sentences that enumerate names.
+    list_shape_bonus: float = 0.15
+    # A many-part question adds a sentence scoring at least cover_ratio of the best one
+    # when it covers at least cover_gain of the question's term weight not yet covered.
+    cover_ratio: float = 0.6
+    cover_gain: float = 0.25
+    # Support lost per name of the question the reports never mention; grid {0.12, 0.17, 0.25, 0.4}.
+    unknown_name_penalty: float = 0.25
+    # A question about several reports adds each other report's best sentence above this share.
+    multidoc_keep_ratio: float = 0.75
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything that shapes indexing and answering."""
 
     corpus: Path = _default_root() / "seeds"
     index: Path = _default_root() / "indexes" / "default"
+    model_cache: Path = _default_model_cache()
     model: str = DEFAULT_MODEL
     # Chunking: passages are runs of whole sentences of at most `chunk_chars`
     # characters, consecutive passages sharing `chunk_overlap` sentences.
@@ -38,10 +81,13 @@ class Settings:
     top_k: int = 5
     rrf_k: int = 60
     candidates: int = 50
+    # Hybrid retrieval also ranks passages by their best sentence (dense, over sentence vectors).
+    sentence_search: bool = False
     # Extractive answering; the threshold is calibrated on eval/seeds.jsonl
     # (see eval/README.md), never per question.
     abstain_below: float = 0.55
     max_sentences: int = 4
+    rules: AnswerRules = AnswerRules()
     max_question_chars: int = 2000
     llm: str = "none"
     llm_base_url: str | None = None
@@ -57,6 +103,8 @@ class Settings:
     paraphrase_min: float = 0.75
     auth: str | None = None
     upload_max_bytes: int = 20 * 1024 * 1024
+    # A corpus folder's symlinks that lead outside it are refused unless this is set.
+    follow_symlinks: bool = False
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> "Settings":
@@ -64,6 +112,8 @@ class Settings:
         env = dict(os.environ if env is None else env)
         values: dict[str, object] = {}
         for field in dataclasses.fields(cls):
+            if field.name == "rules":
+                continue
             raw = env.get("QA_" + field.name.upper())
             if raw is None:
                 continue
@@ -71,7 +121,7 @@ class Settings:
         if "llm_api_key" not in values and env.get("OPENAI_API_KEY"):
             values["llm_api_key"] = env["OPENAI_API_KEY"]
         values.update({k: v for k, v in overrides.items() if v is not None})
-        for key in ("corpus", "index"):
+        for key in ("corpus", "index", "model_cache"):
             if key in values:
                 values[key] = Path(values[key]).expanduser()  # type: ignore[arg-type]
         return cls(**values)  # type: ignore[arg-type]

@@ -68,3 +68,61 @@ def test_aes_encrypted_pdf_with_empty_password_is_read(tmp_path):
     doc = docs[0]
     assert [p.number for p in doc.pages] == [1, 2]
     assert "29,239" in doc.text[doc.pages[1].start:doc.pages[1].end]
+
+
+# ---------------------------------------------------------------- issue #13: loader defects
+
+
+def test_deeply_nested_html_is_refused_quickly(tmp_path):
+    import time
+
+    (tmp_path / "deep.html").write_text("<html><body>" + "<div>" * 100_000 + "x" + "</div>" * 100_000)
+    nested = "".join(f"<div><p>Level {i} text.</p>" for i in range(300)) + "</div>" * 300
+    (tmp_path / "nested.html").write_text(f"<html><body>{nested}</body></html>")
+    started = time.monotonic()
+    docs, skipped = load_corpus([tmp_path])
+    assert time.monotonic() - started < 10
+    assert [s.path.rsplit("/", 1)[-1] for s in skipped] == ["deep.html"] and "nested" in skipped[0].reason
+    assert docs[0].text.split("\n\n") == [f"Level {i} text." for i in range(300)]
+
+
+def test_utf16_and_utf32_with_bom_are_text(tmp_path):
+    text = "The minister’s “plan” costs €40 million.\n\nSecond paragraph."
+    (tmp_path / "le.txt").write_bytes(text.encode("utf-16"))
+    (tmp_path / "be.txt").write_bytes(b"\xfe\xff" + text.encode("utf-16-be"))
+    (tmp_path / "wide.txt").write_bytes(text.encode("utf-32"))
+    docs, skipped = load_corpus([tmp_path])
+    assert not skipped and [d.text for d in docs] == [text, text, text]
+
+
+def test_mostly_utf8_with_bad_bytes_keeps_utf8_and_warns(tmp_path, caplog):
+    good = "The minister’s “plan” costs €40 million. " * 20
+    raw = good.encode("utf-8") + b"\xff\xfe broken tail \x92 here."
+    (tmp_path / "mixed.txt").write_bytes(raw)
+    with caplog.at_level(logging.WARNING, logger="qa"):
+        docs, skipped = load_corpus([tmp_path])
+    assert not skipped and docs[0].text.startswith(good)
+    assert docs[0].text.count("\ufffd") == 3
+    assert any("mixed.txt" in r.getMessage() and "UTF-8" in r.getMessage() for r in caplog.records)
+
+
+def test_symlink_out_of_the_corpus_is_refused_unless_allowed(tmp_path):
+    from qa.settings import Settings
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "passwd.txt").write_text("root:x:0:0:root:/root:/bin/bash")
+    corpus = tmp_path / "corpus"
+    (corpus / "sub").mkdir(parents=True)
+    (corpus / "report.txt").write_text("A real report.")
+    (corpus / "sub" / "inside.txt").symlink_to(corpus / "report.txt")
+    (corpus / "passwd.txt").symlink_to(outside / "passwd.txt")
+    (corpus / "linked").symlink_to(outside, target_is_directory=True)
+    docs, skipped = load_corpus([corpus])
+    assert sorted(d.doc_id for d in docs) == ["report.txt", "sub/inside.txt"]
+    assert all("outside the corpus" in s.reason for s in skipped) and skipped
+    assert not any("root:x" in d.text for d in docs)
+    allowed = Settings.from_env({"QA_FOLLOW_SYMLINKS": "1"})
+    assert allowed.follow_symlinks and not Settings.from_env({}).follow_symlinks
+    docs, skipped = load_corpus([corpus], follow_symlinks=allowed.follow_symlinks)
+    assert "passwd.txt" in {d.doc_id for d in docs} and not skipped
