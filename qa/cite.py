@@ -16,6 +16,7 @@ listed in the answer's notice.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -257,7 +258,7 @@ def aligned(claim, source) -> list[tuple[Relation, Relation]]:
     out = []
     targets = relations(source)
     for rc in relations(claim):
-        if rc.verb in _LIGHT_VERBS:
+        if rc.verb == "be":  # "is" would pair any two copular clauses
             continue
         same = [rs for rs in targets if same_word(rc.verb, rs.verb)]
         if same:
@@ -301,19 +302,29 @@ def roles_swapped(claim, source) -> bool:
     for rc, rs in aligned(claim, source):
         if ((rc.agent & rs.patient) - rc.patient) and ((rc.patient & rs.agent) - rc.agent):
             return True
-        if not rc.agent and _sides_flipped(claim, rc.position, source, rs):
+        if rc.passive == rs.passive and _sides_flipped(claim, rc.position, source, rs):
             return True
     return False
 
 
 def _sides_flipped(claim, at: int, source, rs: Relation) -> bool:
-    """Where the parse of the claim found no doer: the source's doer words stand on the other side
-    of the predicate in the claim, and its done-to words too."""
+    """The source's doer words stand on the other side of the predicate in the claim, and its done-to
+    words too (same voice only: a passive restatement moves them legitimately). Catches swaps the
+    parse of an ungrammatical claim misreads ("The highest number had Spirit")."""
     agent_only, patient_only = rs.agent_core - rs.patient_core, rs.patient_core - rs.agent_core
     if not agent_only or not patient_only:
         return False
 
-    def side(doc, pivot: int, words: frozenset[str]) -> int:
+    def once(doc) -> set[str]:
+        seen = Counter(t.lemma_.lower() for t in doc)
+        return {w for w, n in seen.items() if n == 1}
+
+    unique = once(claim) & once(source)  # a word said twice cannot tell which side it stands on
+    agent_only, patient_only = agent_only & unique, patient_only & unique
+    if not agent_only or not patient_only:
+        return False
+
+    def side(doc, pivot: int, words: set[str]) -> int:
         places = [t.i for t in doc if t.lemma_.lower() in words]
         return 0 if not places else (1 if sum(places) / len(places) > pivot else -1)
 

@@ -83,6 +83,7 @@ class Relation:
     agent_names: frozenset[str] = frozenset()
     agent_core: frozenset[str] = frozenset()
     patient_core: frozenset[str] = frozenset()
+    passive: bool = False
 
 
 def root_token(doc):
@@ -103,8 +104,8 @@ def is_negated(token) -> bool:
 
 def content_lemmas(tokens: Iterable) -> frozenset[str]:
     """Lowercased lemmas of the content words among ``tokens`` (no determiners, punctuation or aux)."""
-    return frozenset(t.lemma_.lower() for t in tokens
-                     if t.pos_ in _CONTENT and not t.is_stop and any(ch.isalnum() for ch in t.text))
+    return frozenset(t.lemma_.lower() for t in tokens if t.pos_ in _CONTENT and any(ch.isalnum() for ch in t.text)
+                     and (t.pos_ in {"NOUN", "PROPN"} or not t.is_stop))  # "part", "top" are stop words
 
 
 def relations(doc) -> list[Relation]:
@@ -147,7 +148,8 @@ def relations(doc) -> list[Relation]:
             agent_core, patient_core = cores["subject"], cores["objects"]
         out.append(Relation(tok.lemma_.lower(), content_lemmas(agent), content_lemmas(patient), is_negated(tok),
                             tok.i, frozenset(t.lower_ for t in agent if t.pos_ == "PROPN" and t.text.isalnum()),
-                            content_lemmas(agent_core), content_lemmas(patient_core)))
+                            content_lemmas(agent_core), content_lemmas(patient_core),
+                            any(c.dep_ in {"nsubjpass", "auxpass"} for c in tok.children)))
     doc.user_data["qa_relations"] = out
     return out
 

@@ -30,7 +30,7 @@ from qa.api import get_engine, index_paths, tqdm_progress
 from qa.chunk import split_sentences
 from qa.cite import verify
 from qa.evaluation.claims import TRUE_FAMILIES, WRONG_FAMILIES, Claim, build_claims
-from qa.evaluation.corpora import corpus_spec, set_index
+from qa.evaluation.corpora import corpus_spec
 from qa.settings import PROJECT_ROOT, Settings
 
 NAME = "verifier"
@@ -85,23 +85,36 @@ def built_claims(settings: Settings) -> list[tuple[list[tuple[Claim, Spans]], Pa
     for path in SETS:
         if not path.exists():
             continue
-        index_dir = set_index(path, settings) if corpus_spec(path) else None
-        index = get_engine(index_dir, settings).index
-        evidence = []
+        gold = []
         for line in path.open(encoding="utf-8"):
             if not line.strip():
                 continue
             item = json.loads(line)
             if item.get("split", "dev") != "dev":  # the test split stays unseen while the rules are tuned
                 continue
-            for ev in item.get("evidence") or []:
-                if ev.get("doc") in index.doc_pos:
-                    evidence.append((ev["doc"], ev["quote"]))
+            gold += [(ev["doc"], ev["quote"]) for ev in item.get("evidence") or [] if ev.get("doc")]
+        index_dir = _evidence_index(path, {d for d, _ in gold}, settings) if corpus_spec(path) else None
+        index = get_engine(index_dir, settings).index
+        evidence = [(d, q) for d, q in gold if d in index.doc_pos]
         docs = sorted({d for d, _ in evidence})
         texts = {d: index.documents[index.doc_pos[d]].text for d in docs}
         claims = build_claims(evidence, texts)
         out.append(([(c, _find(texts.get(c.doc_id, ""), c.gold)) for c in claims], index_dir))
     return out
+
+
+def _evidence_index(path: Path, docs: set[str], settings: Settings) -> Path:
+    """An index of only the set's articles that hold gold evidence (claims are checked against their
+    own article; the set's distractors are not needed), read from its corpus by path."""
+    spec = corpus_spec(path)
+    assert spec is not None
+    lines = []
+    with open(spec["corpus"], encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip() and json.loads(line)["_id"] in docs:
+                lines.append(line.rstrip("\n"))
+    cache = PROJECT_ROOT / "indexes" / f"verifier-{path.stem}-{settings.fingerprint()}"
+    return _cached_index(cache, "\n".join(sorted(lines)) + "\n", settings)
 
 
 def scifact_claims(data: Path, settings: Settings) -> tuple[list[tuple[Claim, Spans]], Path]:
