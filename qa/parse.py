@@ -148,7 +148,8 @@ def relations(doc) -> list[Relation]:
             agent_core, patient_core = cores["subject"], cores["objects"]
         out.append(Relation(tok.lemma_.lower(), content_lemmas(agent), content_lemmas(patient), is_negated(tok),
                             tok.i, frozenset(t.lower_ for t in agent if t.pos_ == "PROPN" and t.text.isalnum()),
-                            content_lemmas(agent_core), content_lemmas(patient_core),
+                            content_lemmas(agent_core) | _persons(agent_core),
+                            content_lemmas(patient_core) | _persons(patient_core),
                             any(c.dep_ in {"nsubjpass", "auxpass"} for c in tok.children)))
     doc.user_data["qa_relations"] = out
     return out
@@ -157,6 +158,15 @@ def relations(doc) -> list[Relation]:
 def negated_heads(doc) -> list:
     """The tokens a negation applies to: the verb of "not"/"never", the noun of "no"."""
     return [t.head for t in doc if t.dep_ == "neg" or (t.lower_ in NEGATIONS and t.dep_ in {"advmod", "det", "preconj"})]
+
+
+_PERSONS = frozenset({"i", "he", "she", "we", "they"})
+
+
+def _persons(tokens: Iterable) -> frozenset[str]:
+    """Personal pronouns by lemma ("him" → "he"): a swap of "he survived the vote" to "the vote survived
+    him" is told by them."""
+    return frozenset(t.lemma_.lower() for t in tokens if t.pos_ == "PRON" and t.lemma_.lower() in _PERSONS)
 
 
 def _core(head) -> list:
