@@ -314,3 +314,20 @@ def tqdm_progress() -> Callable[[str, int, int], None]:
             bar.close()
 
     return update
+
+
+def verify_text(text: str, *, index: str | os.PathLike | None = None, settings: Settings | None = None):
+    """Check every sentence of ``text`` against the reports: supported, unsupported or contradicted.
+
+    Why: the check the LLM path runs on its drafts, offered for any text (a summary, a
+    memo, another model's answer). Each sentence is checked against the passages
+    retrieved for it; the result lists a :class:`qa.cite.SentenceCheck` per sentence with
+    the citing sentence and its offsets. With no ``index`` the default index of the seeds.
+    """
+    from qa.cite import check_text
+
+    settings = settings or Settings.from_env()
+    engine = get_engine(index, settings)
+    k = settings.top_k
+    return check_text(text, lambda sentence: engine.retriever.search(Query(sentence), k), engine.index,
+                      engine.embedder, settings)

@@ -1,4 +1,4 @@
-"""The ``qa`` command: thin wrappers over the API (index, ask, check, eval, chat, bench)."""
+"""The ``qa`` command: thin wrappers over the API (index, ask, check, eval, verify, chat, bench)."""
 from __future__ import annotations
 
 import argparse
@@ -76,7 +76,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--split", help="QA sets: only the items of this split (dev, test)")
     p.add_argument("--corpus", help="QA sets: answer from an index of this folder (another copy of the set's "
                                     "reports, e.g. as PDF; evidence matched by file stem)")
+    p.add_argument("--verifier", metavar="SET", help="instead: the claim-checking benchmark of the citation "
+                   "verifier; SET is all or a comma list of built, scifact, rgb (see eval/README.md)")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("verify", help="mark each sentence of a text as supported, unsupported or contradicted")
+    p.add_argument("file", help="a text file (- for standard input)")
+    p.add_argument("--index", help="index to check against (default: the index of the seed reports)")
+    p.add_argument("--k", type=int, help="passages retrieved per sentence")
+    p.add_argument("--json", action="store_true", help="print the verdicts as one JSON object on the last line")
+    p.set_defaults(func=_cmd_verify)
 
     p = sub.add_parser("bench", help="speed and memory against llama-index's stock pipeline")
     p.add_argument("corpus", nargs="?", help="folder or .jsonl corpus (default: the seed corpus)")
@@ -209,6 +218,28 @@ def _cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
     from qa.ui import serve
 
     serve(settings, settings.index if args.index else None, host=args.host, port=args.port)
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from qa.api import verify_text
+
+    text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+    checks = verify_text(text, index=settings.index if args.index else None, settings=settings)
+    if args.json:
+        print(json.dumps({"sentences": [c.to_json() for c in checks]}, ensure_ascii=False))
+        return 0
+    marks = {"supported": "✓", "unsupported": "?", "contradicted": "✗"}
+    for c in checks:
+        label = c.verdict + (" (uncertain)" if c.uncertain else "")
+        print(f"{marks.get(c.verdict, ' ')} {label}: {c.text}")
+        if c.citation is not None:
+            where = c.citation.doc_id + (f", page {c.citation.page}" if c.citation.page is not None else "")
+            print(f"    {where}, chars {c.citation.start}-{c.citation.end}: “{c.citation.quote}”")
+        if c.reason and c.verdict != "supported":
+            print(f"    ({c.reason})")
     return 0
 
 

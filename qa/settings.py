@@ -99,6 +99,10 @@ class Settings:
     # Generative answers: a draft sentence is kept only when its best source sentence
     # is at least this similar (bundled embedder, cosine) and holds its facts.
     support_min: float = 0.55
+    # A draft sentence whose source says it in other words (no shared predicate) is kept,
+    # flagged as uncertain in the notice, only when at least this similar; below, removed.
+    # Chosen on `qa eval --verifier all` (eval/README.md, "Verifier").
+    paraphrase_min: float = 0.75
     auth: str | None = None
     upload_max_bytes: int = 20 * 1024 * 1024
     # A corpus folder's symlinks that lead outside it are refused unless this is set.

@@ -116,3 +116,90 @@ def test_unknown_backend_is_a_usage_error(seeds_index, settings):
 
     with pytest.raises(ValueError, match="unknown LLM"):
         qa.answer(Q, index=seeds_index, settings=dataclasses.replace(settings, llm="gpt5"))
+
+
+# ---------------------------------------------------------------- relation rules (real spaCy parse)
+
+
+def rel(claim, source):
+    from qa.cite import relation_agreement
+    from qa.parse import parse
+
+    return relation_agreement(*parse([claim, source]))[0]
+
+
+def pair(claim, source):
+    from qa.parse import parse
+
+    return parse([claim, source])
+
+
+def test_negation_flipped():
+    from qa.cite import negation_flipped
+
+    assert negation_flipped(*pair("Sistani called for the disbandment of the forces.",
+                                  "He did not call for the disbandment of the forces."))
+    assert negation_flipped(*pair("No weapons should be under government control.",
+                                  "All weapons should be under government control."))
+    assert not negation_flipped(*pair("He did not call for the disbandment.", "He did not call for the disbandment."))
+    # a negated clause elsewhere in the source is no flip
+    assert not negation_flipped(*pair("Nouri said the details of the new Alliance are unclear.",
+                                      "Nouri said the details of the new Alliance are unclear, but that there will "
+                                      "be no alliance with the State of Law."))
+
+
+def test_roles_swapped_and_doer_differs():
+    from qa.cite import doer_differs, roles_swapped
+
+    assert roles_swapped(*pair("The government called on Qais al-Khazali to act.",
+                               "Qais al-Khazali called on the government to act."))
+    assert roles_swapped(*pair("The Badr Organization is led by the new bloc.", "The new bloc is led by the Badr Organization."))
+    assert not roles_swapped(*pair("The new bloc is led by Badr.", "Badr leads the new bloc."))
+    assert doer_differs(*pair("The new bloc will be led by the Kata'ib Jund al-Imam.",
+                              "Several groups led by the Badr Organization formed a new bloc."))
+    assert not doer_differs(*pair("He leads the bloc.", "Hadi al-Amiri leads the bloc."))
+
+
+def test_direction_quantifier_numbers_predicate():
+    from qa.cite import (direction_flipped, numbers_measure_differently, predicate_stated, quantifier_changed,
+                         same_word)
+
+    assert direction_flipped(*pair("Vitamin D increases the risk of falls.", "Vitamin D decreases the risk of falls."))
+    assert not direction_flipped(*pair("Vitamin D increases the risk.", "Vitamin D increases the risk."))
+    assert quantifier_changed(*pair("Some militias should be dissolved.", "All militias should be dissolved.")) == "opposite"
+    assert quantifier_changed(*pair("All militias should be dissolved.", "Militias should be dissolved.")) == "missing"
+    assert quantifier_changed(*pair("All militias should go.", "All militias should go.")) == ""
+    assert numbers_measure_differently(*pair("The group has 60,000 fighters.", "The group spent 60,000 dollars."))
+    assert not numbers_measure_differently(*pair("The group has 60,000 fighters.", "It counts 60,000 fighters."))
+    assert predicate_stated(*pair("The bloc will be led by Badr.", "Badr, the bloc's leader, spoke."))
+    assert not predicate_stated(*pair("The bloc will be led by Badr.", "The bloc consists of Badr and others."))
+    assert same_word("lead", "leader") and same_word("disband", "disbandment") and not same_word("call", "cancel")
+
+
+def test_relation_agreement_verdicts():
+    source = "Ahmed al-Asadi will serve as the spokesperson for the new political alliance."
+    assert rel("Ahmed al-Asadi will serve as the spokesperson for the alliance.", source) == "same"
+    assert rel("Ahmed al-Asadi will not serve as the spokesperson for the alliance.", source) == "contradicted"
+    assert rel("Ahmed al-Asadi founded the alliance.", source) == "uncertain"
+
+
+def test_a_pronoun_source_lends_the_names_of_the_sentence_before(engine, settings):
+    from qa.cite import refers_back
+
+    assert refers_back("He did not call for the disbandment.") and not refers_back("Sistani spoke.")
+    answer, checks = run(engine, settings, "Sistani called for the disbandment of the paramilitary forces [1].",
+                         "Did Sistani call for the disbandment of the P.M.F.?")
+    assert answer is None and checks[0].verdict == "contradicted"
+
+
+def test_verify_any_text_marks_each_sentence(seeds_index, settings):
+    checks = qa.verify("Ahmed al-Asadi will be the spokesperson of the new alliance. "
+                       "Sistani called for the disbandment of the paramilitary forces. "
+                       "Paris is the capital of France and hosts the Louvre.", index=seeds_index, settings=settings)
+    assert [c.verdict for c in checks] == ["supported", "contradicted", "unsupported"]
+    c = checks[0].citation
+    doc = qa.api.get_engine(seeds_index, settings).index
+    assert doc.documents[doc.doc_pos[c.doc_id]].text[c.start:c.end] == c.quote and "Asadi" in c.quote
+    assert checks[1].citation is not None and "did not call" in checks[1].citation.quote
+    assert checks[2].citation is None
+    assert set(checks[0].to_json()) >= {"text", "verdict", "citation", "score"}

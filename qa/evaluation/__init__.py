@@ -33,9 +33,12 @@ def run_cli(args: argparse.Namespace, settings: Settings) -> int:
     from qa.evaluation.report import format_diff, write_outputs
 
     path = Path(args.path) if args.path else DEFAULT_SET
-    if not path.exists():
-        raise ValueError(f"no eval set at {path}")
-    module = dataset_for(path)
+    if getattr(args, "verifier", None):  # the claim-checking benchmark: its own sets, no QA set
+        from qa.evaluation import verifier as module
+    else:
+        if not path.exists():
+            raise ValueError(f"no eval set at {path}")
+        module = dataset_for(path)
     summary, rows = module.run(path, settings, args)
     print(module.headline(summary))
     if args.compare:
