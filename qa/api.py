@@ -314,3 +314,22 @@ def tqdm_progress() -> Callable[[str, int, int], None]:
             bar.close()
 
     return update
+
+
+def document_titles(index: str | os.PathLike | None = None, settings: Settings | None = None) -> list[tuple[str, str]]:
+    """(doc_id, title) of every indexed document, read from the index as it is now (for a UI's list).
+
+    The title is the one the loader found, else the document's first Markdown heading, else "".
+    """
+    docs = get_engine(index, settings or Settings.from_env()).index.documents
+    meta = getattr(docs, "_meta", None)  # a saved index keeps titles in memory: no text to decode for them
+    out = []
+    for i in range(len(docs)):
+        title = (meta[i].get("title") if meta is not None else docs[i].title) or ""
+        if not title:
+            head = docs[i].text[:500].lstrip()
+            if head.startswith("#"):
+                title = head.splitlines()[0].lstrip("#").strip()
+        doc_id = meta[i]["doc_id"] if meta is not None else docs[i].doc_id
+        out.append((doc_id, title))
+    return out

@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 from typing import NamedTuple
 
-from qa.api import answer, answer_stream, get_engine, index_paths
+from qa.api import answer, answer_stream, document_titles, get_engine, index_paths
 from qa.index import IndexProblem
 from qa.load import SUPPORTED_SUFFIXES, LoadError, load_file
 from qa.settings import Settings
@@ -147,13 +147,20 @@ def upload_target(index: Path | None, settings: Settings) -> tuple[Path, list[st
     return folder, sources
 
 
+def document_label(doc_id: str, title: str) -> str:
+    """A document as an analyst knows it: its title, with the file name to tell copies apart."""
+    title = " ".join((title or "").split())
+    return f"{title} ({doc_id})" if title and title != doc_id and title != Path(doc_id).stem else doc_id
+
+
 def build_app(settings: Settings, index: Path | None = None):
     """The Gradio Blocks app over :func:`qa.answer`; ``index`` None means the default index."""
     import gradio as gr
 
-    def documents() -> list[str]:
+    def documents() -> list[tuple[str, str]]:
+        """(label, doc_id) choices read from the index now, so uploads show after a reload too."""
         try:
-            return list(get_engine(index, settings).index.doc_ids)
+            return [(document_label(doc_id, title), doc_id) for doc_id, title in document_titles(index, settings)]
         except (IndexProblem, OSError) as exc:
             log.warning("no documents: %s", exc)
             return []
@@ -250,8 +257,9 @@ def build_app(settings: Settings, index: Path | None = None):
         for trigger in (question.submit, ask.click):
             trigger(respond, [question, chatbot, k, doc_filter, mode], [chatbot, question, saved], api_name=False)
         new.click(lambda: ([], [], ""), None, [chatbot, saved, question], api_name=False)
+        chatbot.clear(lambda: [], None, [saved], api_name=False)  # the trash icon forgets the stored chat too
         upload.upload(add_files, [upload], [status, doc_filter], api_name=False)
-        app.load(lambda s: s or [], [saved], [chatbot], api_name=False)
+        app.load(lambda s: (s or [], gr.update(choices=documents())), [saved], [chatbot, doc_filter], api_name=False)
 
         def chat(question: str) -> str:
             """Answer one question; the text keeps its [n] markers."""

@@ -281,3 +281,46 @@ def test_browser_llm_mode_shows_verified_sources_and_can_switch_to_extractive(tm
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def chat_messages(page) -> int:
+    return page.locator("#chat .message").count()
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is installed by .ci/run")
+def test_browser_documents_survive_reload_and_clearing_forgets_the_chat(server, tmp_path):
+    """#15.1: the Documents list is read on each page load; #15.2: both ways of clearing also clear storage."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(server["url"])
+        note = tmp_path / "basra-notes.md"
+        note.write_text("# Basra port briefing\n\nThe Basra grain silo was repaired in March.\n", encoding="utf-8")
+        page.locator("#upload input[type=file]").set_input_files([str(note)])
+        page.wait_for_function("document.querySelector('#upload-status').innerText.includes('Added')", timeout=120_000)
+        page.wait_for_function("document.querySelector('#documents')?.innerText.includes('Basra port briefing')",
+                               timeout=10_000)
+        page.reload()
+        page.wait_for_function("document.querySelector('#documents')?.innerText.includes('Basra port briefing')",
+                               timeout=30_000)
+        assert "basra-notes.md" in page.locator("#documents").inner_text()  # the file name is shown too
+        # a fresh tab (a new session) sees it as well
+        other = browser.new_page()
+        other.goto(server["url"])
+        other.wait_for_function("document.querySelector('#documents')?.innerText.includes('Basra port briefing')",
+                                timeout=30_000)
+        other.close()
+
+        for clear in ("#chat button[aria-label='Clear']", "#new-conversation"):
+            ask(page, QUESTION)
+            page.wait_for_timeout(1500)  # the browser state is written after the answer
+            page.locator(clear).first.click()
+            page.wait_for_function("document.querySelectorAll('#chat .message').length === 0", timeout=10_000)
+            page.wait_for_timeout(1500)
+            page.reload()
+            page.wait_for_selector("#question textarea", timeout=30_000)
+            page.wait_for_timeout(3000)  # a stored chat would be back by now
+            assert chat_messages(page) == 0, clear
+        browser.close()
