@@ -152,7 +152,7 @@ def test_browser_chat_citations_reload_and_upload(server, tmp_path):
         assert (server["corpus"] / "harbour.txt").exists()
         assert not list((server["corpus"].parent / "gradio").rglob("harbour.txt")), "the temporary copy is removed"
         ask(page, "When did the Umm Qasr harbour reopen?")
-        last = page.locator(".qa-sources").last.inner_text()
+        last = page.locator(".qa-sources").last.text_content()  # the passage around a quote sits in <details>
         assert "harbour.txt" in last and "Tuesday" in last
         assert "https://evil.example/q" in last, "a link in a report is shown as its text"
         assert page.locator('#chat a[href*="evil.example"]').count() == 0, "and is never live"
@@ -211,7 +211,8 @@ def test_links_in_reports_are_shown_as_text():
         assert live not in rendered, live
     import html
     shown = html.unescape(re.sub(r"<[^>]+>", "", rendered))
-    assert shown.count("https://evil.example/x") == 2 and shown.count("(O'Neil & Co)") == 2  # still readable
+    # still readable: in the answer, the quoted sentence and the passage around it
+    assert shown.count("https://evil.example/x") == 3 and shown.count("(O'Neil & Co)") == 3
 
 
 def test_upload_never_replaces_a_different_file(tmp_path):
@@ -323,4 +324,84 @@ def test_browser_documents_survive_reload_and_clearing_forgets_the_chat(server, 
             page.wait_for_selector("#question textarea", timeout=30_000)
             page.wait_for_timeout(3000)  # a stored chat would be back by now
             assert chat_messages(page) == 0, clear
+        browser.close()
+
+
+def contrast(fg: str, bg: str) -> float:
+    """WCAG contrast ratio of two CSS rgb()/rgba() colours."""
+    def lum(css: str) -> float:
+        r, g, b = (int(x) / 255 for x in re.findall(r"[\d.]+", css)[:3])
+        lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in (r, g, b)]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+    hi, lo = sorted((lum(fg), lum(bg)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+COLOURS = """(sel) => { const el = document.querySelector(sel); const s = getComputedStyle(el);
+                        return [s.color, s.backgroundColor]; }"""
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is installed by .ci/run")
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_browser_highlight_is_readable_and_answer_stays_in_view(server, theme):
+    """#15.4: readable highlight in both themes, first click highlights; #15.5: the answer's start in view."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(server["url"] + f"?__theme={theme}")
+        page.wait_for_selector("#question textarea", timeout=30_000)
+        assert page.evaluate("document.body.classList.contains('dark')") == (theme == "dark")
+        for question in (QUESTION, "Which country was Shamkhani most likely referring to as the “Western country”?"):
+            ask(page, question)
+            page.wait_for_timeout(1000)
+            # the new answer's first line is inside the chat's visible area, though its sources are long
+            answer_top, box = page.evaluate("""() => {
+                const bots = document.querySelectorAll('#chat .message.bot, #chat .bot-row .message');
+                const msg = bots[bots.length - 1];
+                const log = document.querySelector('#chat [role=log]');
+                return [msg.getBoundingClientRect().top, log.getBoundingClientRect().toJSON()]; }""")
+            assert box["top"] - 5 <= answer_top <= box["bottom"] - 40, (answer_top, box)
+        assert page.locator(".qa-source details").count() >= 1, "the passage around a quote is collapsed"
+        assert page.locator(".qa-source details").first.evaluate("d => !d.open")
+        marker = page.locator(".qa-cite").last
+        target = marker.get_attribute("href")
+        marker.click()
+        page.wait_for_function(f"document.querySelector('{target}').classList.contains('qa-hit')", timeout=5_000)
+        fg, bg = page.evaluate(COLOURS, f"{target} mark")
+        assert contrast(fg, bg) >= 4.5, (theme, fg, bg)
+        fg, bg = page.evaluate(COLOURS, target)
+        assert bg not in ("rgba(0, 0, 0, 0)", "transparent"), "the clicked source is highlighted"
+        assert contrast(fg, bg) >= 4.5, (theme, fg, bg)
+        page.screenshot(path=str(ARTIFACTS / f"ui-{theme}.png"))
+        browser.close()
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is installed by .ci/run")
+def test_browser_copy_gives_clean_text(server):
+    """#15.3: Copy message / Copy conversation give the answer with [n] and a plain Sources list, no HTML."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = launch(p)
+        context = browser.new_context(viewport={"width": 1280, "height": 900},
+                                      permissions=["clipboard-read", "clipboard-write"])
+        page = context.new_page()
+        page.goto(server["url"])
+        ask(page, QUESTION)
+        page.wait_for_timeout(1000)
+        page.locator("#chat .message").last.hover()
+        page.locator("#chat button[aria-label='Copy message']").last.click()
+        page.wait_for_timeout(500)
+        copied = page.evaluate("navigator.clipboard.readText()")
+        assert "[1]" in copied and "Sources:" in copied and "Ahmed al-Asadi" in copied, copied
+        assert "000_e8572f977ee04a7c.txt" in copied and "chars " in copied
+        assert "<" not in copied and "qa-" not in copied and "&#" not in copied, copied
+        page.evaluate("navigator.clipboard.writeText('')")
+        page.locator("#chat button[aria-label^='Copy conversation'], #chat button[aria-label^='Copy all']").first.click()
+        page.wait_for_timeout(500)
+        copied = page.evaluate("navigator.clipboard.readText()")
+        assert QUESTION in copied and "Sources:" in copied and "Ahmed al-Asadi" in copied, copied
+        assert "<a" not in copied and "qa-" not in copied and "&#" not in copied, copied
         browser.close()
