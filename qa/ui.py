@@ -87,6 +87,7 @@ SCROLL_TO_ANSWER = """() => {
 }"""
 
 
+MAX_PASSAGES = 20  # the "Passages to retrieve" slider's top
 LOGIN_FAILURES, LOGIN_WINDOW = 5, 60.0  # failed logins allowed per client per window (seconds)
 # Characters that HTML, Markdown or its autolinker would turn into tags, links, emphasis or
 # code: written as entities they show as themselves and do nothing.
@@ -216,6 +217,21 @@ def upload_target(index: Path | None, settings: Settings) -> tuple[Path, list[st
     return folder, sources
 
 
+def passages(k: object) -> int:
+    """The slider's value as a passage count in 1..MAX_PASSAGES: a typed 0, 500 or "" cannot reach the engine."""
+    try:
+        return min(max(int(float(k)), 1), MAX_PASSAGES)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 1
+
+
+def indexed_message(names: list[str], report) -> str:
+    """What an upload did to the index; an upload that changed nothing says it was already indexed."""
+    if not report.added and not report.changed:
+        return f"{', '.join(names)}: already indexed (the same text is in the index), nothing new to add."
+    return f"Added {', '.join(names)}: {len(report.added)} new, {len(report.changed)} changed document(s) indexed."
+
+
 def document_label(doc_id: str, title: str) -> str:
     """A document as an analyst knows it: its title, with the file name to tell copies apart."""
     title = " ".join((title or "").split())
@@ -245,7 +261,7 @@ def build_app(settings: Settings, index: Path | None = None):
         try:
             result = None
             for result in answer_stream(question, plain_history(history[:-1]), index=index, settings=chosen,
-                                        doc_ids=doc_filter or None, top_k=int(k)):
+                                        doc_ids=doc_filter or None, top_k=passages(k)):
                 if isinstance(result, str):
                     draft = inert(result) + "\n\n<small><i>checking citations…</i></small>"
                     yield history + [{"role": "assistant", "content": draft}], "", history
@@ -279,7 +295,7 @@ def build_app(settings: Settings, index: Path | None = None):
             finally:
                 path.unlink(missing_ok=True)  # Gradio's temporary copy: the corpus has its own now
             if kept.status == "identical":
-                notes.append(f"{path.name} is already in the corpus as {kept.path.name}")
+                notes.append(f"{path.name} was already indexed (as {kept.path.name}), nothing to add")
             else:
                 stored.append(kept.path.name)
             if kept.status == "renamed":
@@ -289,8 +305,7 @@ def build_app(settings: Settings, index: Path | None = None):
             try:
                 report, _ = index_paths(sources, index=index or settings.index, settings=settings,
                                         progress=lambda stage, done, total: progress(done / max(total, 1), desc=stage))
-                message = (f"Added {', '.join(stored)}: {len(report.added)} new, {len(report.changed)} changed "
-                           f"document(s) indexed.")
+                message = indexed_message(stored, report)
             except Exception as exc:
                 log.exception("indexing uploads failed")
                 message = f"⚠️ Indexing failed: {html.escape(str(exc))}"
@@ -313,7 +328,7 @@ def build_app(settings: Settings, index: Path | None = None):
                     ask = gr.Button("Ask", variant="primary", elem_id="ask")
                     new = gr.Button("New conversation", elem_id="new-conversation")
             with gr.Column(scale=1):
-                k = gr.Slider(1, 20, value=settings.top_k, step=1, label="Passages to retrieve")
+                k = gr.Slider(1, MAX_PASSAGES, value=passages(settings.top_k), step=1, label="Passages to retrieve")
                 modes = ["extractive"] + ([f"LLM ({settings.llm})"] if settings.llm != "none" else [])
                 mode = gr.Radio(modes, value=modes[-1], label="Answer mode", interactive=len(modes) > 1,
                                 elem_id="mode")

@@ -313,6 +313,11 @@ def test_browser_documents_survive_reload_and_clearing_forgets_the_chat(server, 
         other.wait_for_function("document.querySelector('#documents')?.innerText.includes('Basra port briefing')",
                                 timeout=30_000)
         other.close()
+        # #15.6: the same file again is not "Added …: 0 new, 0 changed"
+        page.locator("#upload input[type=file]").set_input_files([str(note)])
+        page.wait_for_function("document.querySelector('#upload-status').innerText.includes('already indexed')",
+                               timeout=60_000)
+        assert "Added" not in page.locator("#upload-status").inner_text()
 
         for clear in ("#chat button[aria-label='Clear']", "#new-conversation"):
             ask(page, QUESTION)
@@ -405,3 +410,22 @@ def test_browser_copy_gives_clean_text(server):
         assert QUESTION in copied and "Sources:" in copied and "Ahmed al-Asadi" in copied, copied
         assert "<a" not in copied and "qa-" not in copied and "&#" not in copied, copied
         browser.close()
+
+
+def test_duplicate_citations_are_merged_and_passages_clamped():
+    """#15.6: one passage span cited twice is one source; the slider's value stays in 1..20."""
+    from qa.index import BuildReport
+    from qa.types import Answer, Citation
+    from qa.ui import indexed_message, passages, render_answer
+
+    same = Citation("memo.txt", "The dam held.", 10, 23, None, "Rain fell. The dam held. Roads closed.", 1.0)
+    other = Citation("memo.txt", "Roads closed.", 24, 37, None, "Rain fell. The dam held. Roads closed.", 0.9)
+    result = Answer(text="The dam held [1] [2]. Roads closed [3].", citations=[same, same, other],
+                    abstained=False, question="q")
+    rendered = render_answer(result, "t")
+    assert rendered.count('class="qa-source"') == 2
+    assert 'href="#src-t-1">[1]</a>' in rendered and 'href="#src-t-2">[2]</a>' in rendered
+    assert "[3]" not in rendered and rendered.count(">[1]</a>") == 1
+    assert [passages(v) for v in (0, 5, 20, 500, "7", "", None)] == [1, 5, 20, 20, 7, 1, 1]
+    assert "already indexed" in indexed_message(["memo.txt"], BuildReport(unchanged=3))
+    assert "Added memo.txt: 1 new" in indexed_message(["memo.txt"], BuildReport(added=["memo.txt"]))
