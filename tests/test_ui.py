@@ -429,3 +429,32 @@ def test_duplicate_citations_are_merged_and_passages_clamped():
     assert [passages(v) for v in (0, 5, 20, 500, "7", "", None)] == [1, 5, 20, 20, 7, 1, 1]
     assert "already indexed" in indexed_message(["memo.txt"], BuildReport(unchanged=3))
     assert "Added memo.txt: 1 new" in indexed_message(["memo.txt"], BuildReport(added=["memo.txt"]))
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is installed by .ci/run")
+def test_browser_long_answer_starts_in_view(server, tmp_path):
+    """#15.5: an answer taller than the chat is shown from its start, not scrolled to its last source."""
+    from playwright.sync_api import sync_playwright
+
+    clauses = ", ".join(f"the {w} depot and the {w} warehouse at kilometre {i * 7} were inspected" for i, w in enumerate(
+        "north south east west upper lower inner outer old new river hill coastal desert border central "
+        "airport harbour railway canal".split()))
+    note = tmp_path / "convoy.txt"
+    note.write_text(f"The Zubair convoy inspection found that {clauses}, and all of them were sealed by Thursday.\n",
+                    encoding="utf-8")
+    with sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": 440, "height": 900})  # narrow: a long quote wraps tall
+        page.goto(server["url"])
+        page.locator("#upload input[type=file]").set_input_files([str(note)])
+        page.wait_for_function("document.querySelector('#upload-status').innerText.includes('Added')", timeout=120_000)
+        ask(page, "What did the Zubair convoy inspection find?")
+        page.wait_for_timeout(1500)
+        answer_top, height, box = page.evaluate("""() => {
+            const msgs = document.querySelectorAll('#chat .message');
+            const msg = msgs[msgs.length - 1];
+            const r = msg.getBoundingClientRect();
+            return [r.top, r.height, document.querySelector('#chat [role=log]').getBoundingClientRect().toJSON()]; }""")
+        assert height > box["height"], (height, box)
+        assert box["top"] - 5 <= answer_top <= box["top"] + 120, (answer_top, box)
+        browser.close()
