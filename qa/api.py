@@ -331,3 +331,22 @@ def verify_text(text: str, *, index: str | os.PathLike | None = None, settings: 
     k = settings.top_k
     return check_text(text, lambda sentence: engine.retriever.search(Query(sentence), k), engine.index,
                       engine.embedder, settings)
+
+
+def document_titles(index: str | os.PathLike | None = None, settings: Settings | None = None) -> list[tuple[str, str]]:
+    """(doc_id, title) of every indexed document, read from the index as it is now (for a UI's list).
+
+    The title is the one the loader found, else the document's first Markdown heading, else "".
+    """
+    docs = get_engine(index, settings or Settings.from_env()).index.documents
+    # A saved index keeps ids and titles in memory: no document text is decoded for them.
+    titles = getattr(docs, "titles", None) or [d.title for d in docs]
+    out = []
+    for i, doc_id in enumerate(getattr(docs, "ids", None) or [d.doc_id for d in docs]):
+        title = titles[i] or ""
+        if not title:
+            head = docs[i].text[:500].lstrip()
+            if head.startswith("#"):
+                title = head.splitlines()[0].lstrip("#").strip()
+        out.append((doc_id, title))
+    return out

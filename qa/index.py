@@ -107,6 +107,7 @@ class DocumentStore(Sequence[Document]):
         self._path = path
         self.ids = [m["doc_id"] for m in meta]
         self.fingerprints = [m["fingerprint"] for m in meta]
+        self.titles = [m.get("title") or "" for m in meta]
         self._cached = functools.lru_cache(maxsize=1024)(self._load)
 
     def __len__(self) -> int:

@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 from typing import NamedTuple
 
-from qa.api import answer, answer_stream, get_engine, index_paths
+from qa.api import answer, answer_stream, document_titles, get_engine, index_paths
 from qa.index import IndexProblem
 from qa.load import SUPPORTED_SUFFIXES, LoadError, load_file
 from qa.settings import Settings
@@ -32,13 +32,62 @@ SOURCES_OPEN = '<div class="qa-sources">'
 CSS = """
 .qa-sources { margin-top: .6em; border-top: 1px solid #ddd; padding-top: .4em; font-size: .92em; }
 .qa-source { margin: .4em 0; padding: .3em .5em; border-left: 3px solid #8aa4ff; scroll-margin-top: 80px; }
-.qa-source:target { background: #fff7d6; }
-.qa-source mark { background: #ffe066; padding: 0 .1em; }
+.qa-source:target, .qa-source.qa-hit { background: #fff7d6; color: #1a1a1a; }
+.qa-source mark, .qa-source .qa-ctx { background: #ffe066; color: #1a1a1a; padding: 0 .1em; }
+.dark .qa-source:target, .dark .qa-source.qa-hit { background: #3a3300; color: #f5f5f5; }
+.dark .qa-source mark, .dark .qa-source .qa-ctx { background: #d9a400; color: #111111; }
+.qa-source details { margin-top: .2em; } .qa-source summary { cursor: pointer; font-size: .9em; opacity: .8; }
 .qa-notice { font-size: .85em; color: #8a5a00; }
+.dark .qa-notice { color: #ffc857; }
 a.qa-cite { text-decoration: none; font-weight: 600; }
 """
+# Runs in the page: a marker click goes to its source in this page (a plain "#src-…" link resolves
+# against Gradio's <base> and reloads the page when the URL has a query such as ?__theme=dark) and
+# marks it; and Gradio's copy buttons get clean text instead of the message's HTML.
+PAGE_JS = r"""() => {
+  document.addEventListener("click", (e) => {
+    const a = e.target.closest && e.target.closest("a.qa-cite");
+    if (!a) return;
+    const el = document.getElementById(a.getAttribute("href").slice(1));
+    if (!el) return;
+    e.preventDefault();  // the page's <base> would resolve "#src-…" to another URL and reload, losing ?__theme
+    location.hash = el.id;
+    el.scrollIntoView({block: "nearest"});
+    document.querySelectorAll(".qa-source.qa-hit").forEach((s) => s.classList.remove("qa-hit"));
+    el.classList.add("qa-hit");
+  }, true);
+  const clean = (html) => {
+    const doc = new DOMParser().parseFromString(html, "text/html");
+    doc.querySelectorAll(".qa-sources").forEach((box) => {
+      const lines = [...box.querySelectorAll(".qa-source")].map((s) => s.dataset.copy);
+      box.replaceWith(doc.createTextNode("\n\nSources:\n" + lines.join("\n")));
+    });
+    doc.querySelectorAll("br").forEach((b) => b.replaceWith("\n"));
+    doc.querySelectorAll("div").forEach((d) => d.prepend("\n"));
+    return doc.body.textContent.replace(/\n{3,}/g, "\n\n").trim();
+  };
+  const plain = (text) => {
+    if (!/qa-(cite|sources|notice)/.test(text)) return text;
+    try {
+      const data = JSON.parse(text);
+      const fix = (v) => typeof v === "string" ? clean(v) : Array.isArray(v) ? v.map(fix)
+        : v && typeof v === "object" ? Object.fromEntries(Object.entries(v).map(([k, x]) => [k, fix(x)])) : v;
+      return JSON.stringify(fix(data), null, 2);
+    } catch (err) { return clean(text); }
+  };
+  if (navigator.clipboard) {
+    const write = navigator.clipboard.writeText.bind(navigator.clipboard);
+    navigator.clipboard.writeText = (text) => write(plain(String(text)));
+  }
+}"""
+SCROLL_TO_ANSWER = """() => {
+  const msgs = document.querySelectorAll("#chat .message-row, #chat .message");
+  const last = msgs[msgs.length - 1];
+  if (last) last.scrollIntoView({block: "start"});
+}"""
 
 
+MAX_PASSAGES = 20  # the "Passages to retrieve" slider's top
 LOGIN_FAILURES, LOGIN_WINDOW = 5, 60.0  # failed logins allowed per client per window (seconds)
 # Characters that HTML, Markdown or its autolinker would turn into tags, links, emphasis or
 # code: written as entities they show as themselves and do nothing.
@@ -53,25 +102,46 @@ def inert(text: str) -> str:
     return "".join(_MARKDOWN_ACTIVE.get(ch, ch) for ch in text.replace("\n", " "))
 
 
+def merge_citations(result: Answer) -> tuple[str, list]:
+    """The answer text and its citations with repeats of one passage span folded into the first marker."""
+    first: dict[tuple, int] = {}
+    renumber: dict[int, int] = {}
+    kept = []
+    for n, c in enumerate(result.citations, start=1):
+        key = (c.doc_id, c.start, c.end)
+        if key not in first:
+            kept.append(c)
+            first[key] = len(kept)
+        renumber[n] = first[key]
+    text = _MARKER_SPLIT.sub(lambda m: f"[{renumber.get(int(m.group(1)[1:-1]), int(m.group(1)[1:-1]))}]", result.text)
+    text = re.sub(r"(\[\d+\])(\s*\1)+", r"\1", text)  # "[1] [1]" after merging says it once
+    return text, kept
+
+
 def render_answer(result: Answer, turn: str) -> str:
-    """Answer text with clickable markers, then its own Sources block."""
+    """Answer text with clickable markers, then its own Sources: one line per distinct passage span.
+
+    Each source shows its quote; the passage around it sits in a collapsed <details>. ``data-copy``
+    holds the plain line the copy buttons use (see PAGE_JS).
+    """
+    answer_text, citations = merge_citations(result)
     text = "".join(f'<a class="qa-cite" href="#src-{turn}-{part[1:-1]}">{part}</a>' if _MARKER_SPLIT.fullmatch(part)
-                   else inert(part) for part in _MARKER_SPLIT.split(result.text))
+                   else inert(part) for part in _MARKER_SPLIT.split(answer_text))
     if result.notice and result.mode != "extractive":
         text += f'\n\n<div class="qa-notice">⚠️ {inert(result.notice)}</div>'
-    if not result.citations:
+    if not citations:
         return text
     blocks = []
-    for n, c in enumerate(result.citations, start=1):
-        where = inert(c.doc_id) + (f", page {c.page}" if c.page is not None else "")
+    for n, c in enumerate(citations, start=1):
+        where = c.doc_id + (f", page {c.page}" if c.page is not None else "")
+        plain = f"[{n}] “{' '.join(c.quote.split())}” — {where}, chars {c.start}–{c.end}"
         at = c.passage.find(c.quote)
-        if at >= 0:
-            body = (inert(c.passage[:at]) + "<mark>" + inert(c.quote) + "</mark>"
-                    + inert(c.passage[at + len(c.quote):]))
-        else:
-            body = "<mark>" + inert(c.quote) + "</mark>"
-        blocks.append(f'<div class="qa-source" id="src-{turn}-{n}"><b>[{n}] {where}</b> '
-                      f'<small>chars {c.start}–{c.end}</small><br>{body}</div>')
+        context = ""
+        if at >= 0 and c.passage.strip() != c.quote.strip():
+            context = (f'<details><summary>in context</summary>{inert(c.passage[:at])}<span class="qa-ctx">'
+                       f'{inert(c.quote)}</span>{inert(c.passage[at + len(c.quote):])}</details>')
+        blocks.append(f'<div class="qa-source" id="src-{turn}-{n}" data-copy="{inert(plain)}"><b>[{n}] {inert(where)}</b> '
+                      f'<small>chars {c.start}–{c.end}</small><br><mark>{inert(c.quote)}</mark>{context}</div>')
     return f"{text}\n\n{SOURCES_OPEN}<b>Sources</b>{''.join(blocks)}</div>"
 
 
@@ -147,13 +217,35 @@ def upload_target(index: Path | None, settings: Settings) -> tuple[Path, list[st
     return folder, sources
 
 
+def passages(k: object) -> int:
+    """The slider's value as a passage count in 1..MAX_PASSAGES: a typed 0, 500 or "" cannot reach the engine."""
+    try:
+        return min(max(int(float(k)), 1), MAX_PASSAGES)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 1
+
+
+def indexed_message(names: list[str], report) -> str:
+    """What an upload did to the index; an upload that changed nothing says it was already indexed."""
+    if not report.added and not report.changed:
+        return f"{', '.join(names)}: already indexed (the same text is in the index), nothing new to add."
+    return f"Added {', '.join(names)}: {len(report.added)} new, {len(report.changed)} changed document(s) indexed."
+
+
+def document_label(doc_id: str, title: str) -> str:
+    """A document as an analyst knows it: its title, with the file name to tell copies apart."""
+    title = " ".join((title or "").split())
+    return f"{title} ({doc_id})" if title and title != doc_id and title != Path(doc_id).stem else doc_id
+
+
 def build_app(settings: Settings, index: Path | None = None):
     """The Gradio Blocks app over :func:`qa.answer`; ``index`` None means the default index."""
     import gradio as gr
 
-    def documents() -> list[str]:
+    def documents() -> list[tuple[str, str]]:
+        """(label, doc_id) choices read from the index now, so uploads show after a reload too."""
         try:
-            return list(get_engine(index, settings).index.doc_ids)
+            return [(document_label(doc_id, title), doc_id) for doc_id, title in document_titles(index, settings)]
         except (IndexProblem, OSError) as exc:
             log.warning("no documents: %s", exc)
             return []
@@ -169,7 +261,7 @@ def build_app(settings: Settings, index: Path | None = None):
         try:
             result = None
             for result in answer_stream(question, plain_history(history[:-1]), index=index, settings=chosen,
-                                        doc_ids=doc_filter or None, top_k=int(k)):
+                                        doc_ids=doc_filter or None, top_k=passages(k)):
                 if isinstance(result, str):
                     draft = inert(result) + "\n\n<small><i>checking citations…</i></small>"
                     yield history + [{"role": "assistant", "content": draft}], "", history
@@ -203,7 +295,7 @@ def build_app(settings: Settings, index: Path | None = None):
             finally:
                 path.unlink(missing_ok=True)  # Gradio's temporary copy: the corpus has its own now
             if kept.status == "identical":
-                notes.append(f"{path.name} is already in the corpus as {kept.path.name}")
+                notes.append(f"{path.name} was already indexed (as {kept.path.name}), nothing to add")
             else:
                 stored.append(kept.path.name)
             if kept.status == "renamed":
@@ -213,8 +305,7 @@ def build_app(settings: Settings, index: Path | None = None):
             try:
                 report, _ = index_paths(sources, index=index or settings.index, settings=settings,
                                         progress=lambda stage, done, total: progress(done / max(total, 1), desc=stage))
-                message = (f"Added {', '.join(stored)}: {len(report.added)} new, {len(report.changed)} changed "
-                           f"document(s) indexed.")
+                message = indexed_message(stored, report)
             except Exception as exc:
                 log.exception("indexing uploads failed")
                 message = f"⚠️ Indexing failed: {html.escape(str(exc))}"
@@ -230,14 +321,14 @@ def build_app(settings: Settings, index: Path | None = None):
         gr.Markdown("## Ask the reports\nEvery claim cites the sentence it comes from; click a marker to see it.")
         with gr.Row():
             with gr.Column(scale=3):
-                chatbot = gr.Chatbot(label="Chat", height=560, elem_id="chat")
+                chatbot = gr.Chatbot(label="Chat", height=560, elem_id="chat", autoscroll=False)
                 question = gr.Textbox(placeholder="Ask a question about the reports…", show_label=False,
                                       elem_id="question", max_length=settings.max_question_chars * 10)
                 with gr.Row():
                     ask = gr.Button("Ask", variant="primary", elem_id="ask")
                     new = gr.Button("New conversation", elem_id="new-conversation")
             with gr.Column(scale=1):
-                k = gr.Slider(1, 20, value=settings.top_k, step=1, label="Passages to retrieve")
+                k = gr.Slider(1, MAX_PASSAGES, value=passages(settings.top_k), step=1, label="Passages to retrieve")
                 modes = ["extractive"] + ([f"LLM ({settings.llm})"] if settings.llm != "none" else [])
                 mode = gr.Radio(modes, value=modes[-1], label="Answer mode", interactive=len(modes) > 1,
                                 elem_id="mode")
@@ -248,10 +339,12 @@ def build_app(settings: Settings, index: Path | None = None):
                 status = gr.Markdown(elem_id="upload-status")
 
         for trigger in (question.submit, ask.click):
-            trigger(respond, [question, chatbot, k, doc_filter, mode], [chatbot, question, saved], api_name=False)
+            trigger(respond, [question, chatbot, k, doc_filter, mode], [chatbot, question, saved], api_name=False
+                    ).then(None, None, None, js=SCROLL_TO_ANSWER)  # the answer's start in view, not its last source
         new.click(lambda: ([], [], ""), None, [chatbot, saved, question], api_name=False)
+        chatbot.clear(lambda: [], None, [saved], api_name=False)  # the trash icon forgets the stored chat too
         upload.upload(add_files, [upload], [status, doc_filter], api_name=False)
-        app.load(lambda s: s or [], [saved], [chatbot], api_name=False)
+        app.load(lambda s: (s or [], gr.update(choices=documents())), [saved], [chatbot, doc_filter], api_name=False)
 
         def chat(question: str) -> str:
             """Answer one question; the text keeps its [n] markers."""
@@ -285,7 +378,7 @@ def serve(settings: Settings, index: Path | None = None, host: str = "127.0.0.1"
 
     signal.signal(signal.SIGTERM, stop)
 
-    app.launch(server_name=host, server_port=port, share=False, auth=auth, show_error=False, css=CSS,
+    app.launch(server_name=host, server_port=port, share=False, auth=auth, show_error=False, css=CSS, js=PAGE_JS,
                allowed_paths=[], footer_links=["api"], max_file_size=settings.upload_max_bytes,
                app_kwargs={"middleware": [Middleware(LoginThrottle)]})
 

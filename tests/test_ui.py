@@ -152,7 +152,7 @@ def test_browser_chat_citations_reload_and_upload(server, tmp_path):
         assert (server["corpus"] / "harbour.txt").exists()
         assert not list((server["corpus"].parent / "gradio").rglob("harbour.txt")), "the temporary copy is removed"
         ask(page, "When did the Umm Qasr harbour reopen?")
-        last = page.locator(".qa-sources").last.inner_text()
+        last = page.locator(".qa-sources").last.text_content()  # the passage around a quote sits in <details>
         assert "harbour.txt" in last and "Tuesday" in last
         assert "https://evil.example/q" in last, "a link in a report is shown as its text"
         assert page.locator('#chat a[href*="evil.example"]').count() == 0, "and is never live"
@@ -211,7 +211,8 @@ def test_links_in_reports_are_shown_as_text():
         assert live not in rendered, live
     import html
     shown = html.unescape(re.sub(r"<[^>]+>", "", rendered))
-    assert shown.count("https://evil.example/x") == 2 and shown.count("(O'Neil & Co)") == 2  # still readable
+    # still readable: in the answer, the quoted sentence and the passage around it
+    assert shown.count("https://evil.example/x") == 3 and shown.count("(O'Neil & Co)") == 3
 
 
 def test_upload_never_replaces_a_different_file(tmp_path):
@@ -281,3 +282,179 @@ def test_browser_llm_mode_shows_verified_sources_and_can_switch_to_extractive(tm
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def chat_messages(page) -> int:
+    return page.locator("#chat .message").count()
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is installed by .ci/run")
+def test_browser_documents_survive_reload_and_clearing_forgets_the_chat(server, tmp_path):
+    """#15.1: the Documents list is read on each page load; #15.2: both ways of clearing also clear storage."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(server["url"])
+        note = tmp_path / "basra-notes.md"
+        note.write_text("# Basra port briefing\n\nThe Basra grain silo was repaired in March.\n", encoding="utf-8")
+        page.locator("#upload input[type=file]").set_input_files([str(note)])
+        page.wait_for_function("document.querySelector('#upload-status').innerText.includes('Added')", timeout=120_000)
+        page.wait_for_function("document.querySelector('#documents')?.innerText.includes('Basra port briefing')",
+                               timeout=10_000)
+        page.reload()
+        page.wait_for_function("document.querySelector('#documents')?.innerText.includes('Basra port briefing')",
+                               timeout=30_000)
+        assert "basra-notes.md" in page.locator("#documents").inner_text()  # the file name is shown too
+        # a fresh tab (a new session) sees it as well
+        other = browser.new_page()
+        other.goto(server["url"])
+        other.wait_for_function("document.querySelector('#documents')?.innerText.includes('Basra port briefing')",
+                                timeout=30_000)
+        other.close()
+        # #15.6: the same file again is not "Added …: 0 new, 0 changed"
+        page.locator("#upload input[type=file]").set_input_files([str(note)])
+        page.wait_for_function("document.querySelector('#upload-status').innerText.includes('already indexed')",
+                               timeout=60_000)
+        assert "Added" not in page.locator("#upload-status").inner_text()
+
+        for clear in ("#chat button[aria-label='Clear']", "#new-conversation"):
+            ask(page, QUESTION)
+            page.wait_for_timeout(1500)  # the browser state is written after the answer
+            page.locator(clear).first.click()
+            page.wait_for_function("document.querySelectorAll('#chat .message').length === 0", timeout=10_000)
+            page.wait_for_timeout(1500)
+            page.reload()
+            page.wait_for_selector("#question textarea", timeout=30_000)
+            page.wait_for_timeout(3000)  # a stored chat would be back by now
+            assert chat_messages(page) == 0, clear
+        browser.close()
+
+
+def contrast(fg: str, bg: str) -> float:
+    """WCAG contrast ratio of two CSS rgb()/rgba() colours."""
+    def lum(css: str) -> float:
+        r, g, b = (int(x) / 255 for x in re.findall(r"[\d.]+", css)[:3])
+        lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in (r, g, b)]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+    hi, lo = sorted((lum(fg), lum(bg)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+COLOURS = """(sel) => { const el = document.querySelector(sel); const s = getComputedStyle(el);
+                        return [s.color, s.backgroundColor]; }"""
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is installed by .ci/run")
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_browser_highlight_is_readable_and_answer_stays_in_view(server, theme):
+    """#15.4: readable highlight in both themes, first click highlights; #15.5: the answer's start in view."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(server["url"] + f"?__theme={theme}")
+        page.wait_for_selector("#question textarea", timeout=30_000)
+        assert page.evaluate("document.body.classList.contains('dark')") == (theme == "dark")
+        for question in (QUESTION, "Which country was Shamkhani most likely referring to as the “Western country”?"):
+            ask(page, question)
+            page.wait_for_timeout(1000)
+            # the new answer's first line is inside the chat's visible area, though its sources are long
+            answer_top, box = page.evaluate("""() => {
+                const bots = document.querySelectorAll('#chat .message.bot, #chat .bot-row .message');
+                const msg = bots[bots.length - 1];
+                const log = document.querySelector('#chat [role=log]');
+                return [msg.getBoundingClientRect().top, log.getBoundingClientRect().toJSON()]; }""")
+            assert box["top"] - 5 <= answer_top <= box["bottom"] - 40, (answer_top, box)
+        assert page.locator(".qa-source details").count() >= 1, "the passage around a quote is collapsed"
+        assert page.locator(".qa-source details").first.evaluate("d => !d.open")
+        marker = page.locator(".qa-cite").last
+        target = marker.get_attribute("href")
+        marker.click()
+        page.wait_for_function(f"document.querySelector('{target}').classList.contains('qa-hit')", timeout=5_000)
+        fg, bg = page.evaluate(COLOURS, f"{target} mark")
+        assert contrast(fg, bg) >= 4.5, (theme, fg, bg)
+        fg, bg = page.evaluate(COLOURS, target)
+        assert bg not in ("rgba(0, 0, 0, 0)", "transparent"), "the clicked source is highlighted"
+        assert contrast(fg, bg) >= 4.5, (theme, fg, bg)
+        page.screenshot(path=str(ARTIFACTS / f"ui-{theme}.png"))
+        browser.close()
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is installed by .ci/run")
+def test_browser_copy_gives_clean_text(server):
+    """#15.3: Copy message / Copy conversation give the answer with [n] and a plain Sources list, no HTML."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = launch(p)
+        context = browser.new_context(viewport={"width": 1280, "height": 900},
+                                      permissions=["clipboard-read", "clipboard-write"])
+        page = context.new_page()
+        page.goto(server["url"])
+        ask(page, QUESTION)
+        page.wait_for_timeout(1000)
+        page.locator("#chat .message").last.hover()
+        page.locator("#chat button[aria-label='Copy message']").last.click()
+        page.wait_for_timeout(500)
+        copied = page.evaluate("navigator.clipboard.readText()")
+        assert "[1]" in copied and "Sources:" in copied and "Ahmed al-Asadi" in copied, copied
+        assert "000_e8572f977ee04a7c.txt" in copied and "chars " in copied
+        assert "<" not in copied and "qa-" not in copied and "&#" not in copied, copied
+        page.evaluate("navigator.clipboard.writeText('')")
+        page.locator("#chat button[aria-label^='Copy conversation'], #chat button[aria-label^='Copy all']").first.click()
+        page.wait_for_timeout(500)
+        copied = page.evaluate("navigator.clipboard.readText()")
+        assert QUESTION in copied and "Sources:" in copied and "Ahmed al-Asadi" in copied, copied
+        assert "<a" not in copied and "qa-" not in copied and "&#" not in copied, copied
+        browser.close()
+
+
+def test_duplicate_citations_are_merged_and_passages_clamped():
+    """#15.6: one passage span cited twice is one source; the slider's value stays in 1..20."""
+    from qa.index import BuildReport
+    from qa.types import Answer, Citation
+    from qa.ui import indexed_message, passages, render_answer
+
+    same = Citation("memo.txt", "The dam held.", 10, 23, None, "Rain fell. The dam held. Roads closed.", 1.0)
+    other = Citation("memo.txt", "Roads closed.", 24, 37, None, "Rain fell. The dam held. Roads closed.", 0.9)
+    result = Answer(text="The dam held [1] [2]. Roads closed [3].", citations=[same, same, other],
+                    abstained=False, question="q")
+    rendered = render_answer(result, "t")
+    assert rendered.count('class="qa-source"') == 2
+    assert 'href="#src-t-1">[1]</a>' in rendered and 'href="#src-t-2">[2]</a>' in rendered
+    assert "[3]" not in rendered and rendered.count(">[1]</a>") == 1
+    assert [passages(v) for v in (0, 5, 20, 500, "7", "", None)] == [1, 5, 20, 20, 7, 1, 1]
+    assert "already indexed" in indexed_message(["memo.txt"], BuildReport(unchanged=3))
+    assert "Added memo.txt: 1 new" in indexed_message(["memo.txt"], BuildReport(added=["memo.txt"]))
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is installed by .ci/run")
+def test_browser_long_answer_starts_in_view(server, tmp_path):
+    """#15.5: an answer taller than the chat is shown from its start, not scrolled to its last source."""
+    from playwright.sync_api import sync_playwright
+
+    clauses = ", ".join(f"the {w} depot and the {w} warehouse at kilometre {i * 7} were inspected" for i, w in enumerate(
+        "north south east west upper lower inner outer old new river hill coastal desert border central "
+        "airport harbour railway canal".split()))
+    note = tmp_path / "convoy.txt"
+    note.write_text(f"The Zubair convoy inspection found that {clauses}, and all of them were sealed by Thursday.\n",
+                    encoding="utf-8")
+    with sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": 440, "height": 900})  # narrow: a long quote wraps tall
+        page.goto(server["url"])
+        page.locator("#upload input[type=file]").set_input_files([str(note)])
+        page.wait_for_function("document.querySelector('#upload-status').innerText.includes('Added')", timeout=120_000)
+        ask(page, "What did the Zubair convoy inspection find?")
+        page.wait_for_timeout(1500)
+        answer_top, height, box = page.evaluate("""() => {
+            const msgs = document.querySelectorAll('#chat .message');
+            const msg = msgs[msgs.length - 1];
+            const r = msg.getBoundingClientRect();
+            return [r.top, r.height, document.querySelector('#chat [role=log]').getBoundingClientRect().toJSON()]; }""")
+        assert height > box["height"], (height, box)
+        assert box["top"] - 5 <= answer_top <= box["top"] + 120, (answer_top, box)
+        browser.close()
