@@ -326,7 +326,8 @@ def test_one_loader_table_feeds_cli_upload_and_readme(capsys):
     assert set(re.findall(r"\.\w+", formats_line.split("#", 1)[1])) >= set(SUPPORTED_SUFFIXES)
     with pytest.raises(SystemExit):
         main(["index", "--help"])
-    assert all(suffix in capsys.readouterr().out for suffix in SUPPORTED_SUFFIXES)
+    shown = capsys.readouterr().out
+    assert [s for s in SUPPORTED_SUFFIXES if s not in shown] == [], shown
 
 
 # ---------------------------------------------------------------- format invariance (eval/seeds.jsonl)
