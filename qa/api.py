@@ -89,7 +89,7 @@ def answer_stream(
     """
     settings = settings or Settings.from_env()
     question = clean_question(question, settings.max_question_chars)
-    history = clean_history(history)
+    history = check_history(history)
     use_llm = settings.llm.strip().lower() not in {"", "none"}
     if use_llm:
         parse_backend(settings.llm)  # a misspelt backend is a usage error, not a fallback
@@ -144,23 +144,6 @@ def answer_stream(
         "no sentence of the model's answer is supported by the reports")
 
 
-def clean_history(history: object) -> list[dict] | None:
-    """The chat history as a list of ``{"role", "content"}`` messages, or a clear ValueError."""
-    if history is None:
-        return None
-    if not isinstance(history, (list, tuple)):
-        raise ValueError(f"history must be a list of messages, not {type(history).__name__}")
-    out = []
-    for n, message in enumerate(history):
-        if not isinstance(message, dict) or "role" not in message:
-            raise ValueError(f"history[{n}] must be a message like {{'role': 'user', 'content': '...'}}, "
-                             f"not {type(message).__name__}")
-        if message["role"] not in ("user", "assistant", "system"):
-            raise ValueError(f"history[{n}] has role {message['role']!r}; use 'user' or 'assistant'")
-        out.append(message)
-    return out
-
-
 def last_answer(history: Sequence[dict] | None) -> str:
     """The previous assistant message (a follow-up asks for something it did not say)."""
     return next((str(m.get("content")) for m in reversed(history or []) if m.get("role") == "assistant"), "")
@@ -180,11 +163,29 @@ def clean_question(question: str, limit: int) -> str:
     return question
 
 
+def check_history(history: object) -> list[dict]:
+    """The chat history as a list of messages, or a ValueError saying what is wrong with it."""
+    if history is None:
+        return []
+    if not isinstance(history, (list, tuple)):
+        raise ValueError(f"history must be a list of {{'role': ..., 'content': ...}} messages, "
+                         f"not {type(history).__name__}")
+    for i, m in enumerate(history):
+        if not isinstance(m, dict):
+            raise ValueError(f"history[{i}] must be a {{'role': ..., 'content': ...}} message, "
+                             f"not {type(m).__name__}")
+        if m.get("role") not in ("user", "assistant", "system"):
+            raise ValueError(f"history[{i}] has role {m.get('role')!r}: use 'user', 'assistant' or 'system'")
+        if not isinstance(m.get("content"), (str, list, type(None))):
+            raise ValueError(f"history[{i}] content must be text, not {type(m.get('content')).__name__}")
+    return list(history)
+
+
 def get_engine(index: str | os.PathLike | None, settings: Settings) -> Engine:
     """The cached engine for an index and these settings, reloaded when the index on disk changed."""
     path = Path(index) if index is not None else settings.index
     loaded_key = (str(path.resolve()), settings.fingerprint())
-    engine_key = (*loaded_key, settings.rrf_k, settings.candidates, settings.top_k)
+    engine_key = (*loaded_key, settings.rrf_k, settings.candidates, settings.top_k, settings.sentence_search)
     with _engines_lock:
         live = _generation(path)
         engine = _engines.get(engine_key)
@@ -197,8 +198,8 @@ def get_engine(index: str | os.PathLike | None, settings: Settings) -> Engine:
                 live = _generation(path)
             if live is None:
                 raise IndexNotFound(f"no index at {path}: build it with `qa index CORPUS --index {path}`")
-            embedder = get_query_encoder(settings.model, path.parent, settings.batch_size)
-            if isinstance(embedder, Embedder):  # no ONNX export beside this index yet: write it for next time
+            embedder = get_query_encoder(settings.model, settings.model_cache, settings.batch_size)
+            if isinstance(embedder, Embedder):  # no shared ONNX export of this model yet: write it for next time
                 _export_query_encoder(embedder, path, settings)
             loaded = _loaded[loaded_key] = _Loaded(load_index(path, settings), embedder, live)
         engine = Engine(settings, loaded.index, loaded.embedder,
@@ -274,9 +275,9 @@ def search(question: str, *, index: str | os.PathLike | None = None, settings: S
 
 
 def _export_query_encoder(embedder: Embedder, index: Path, settings: Settings) -> None:
-    """Leave the ONNX query encoder beside the index, so answering starts without PyTorch."""
+    """Leave the ONNX query encoder in the shared model cache, so answering starts without PyTorch."""
     try:
-        embedder.export_onnx(onnx_cache(settings.model, Path(index).parent))
+        embedder.export_onnx(onnx_cache(settings.model, settings.model_cache))
     except Exception as exc:  # answering still works, only with a slower start
         log.warning("could not export the ONNX query encoder: %s", exc)
 
@@ -299,7 +300,8 @@ def tqdm_progress() -> Callable[[str, int, int], None]:
     def update(stage: str, done: int, total: int) -> None:
         bar = bars.get(stage)
         if bar is None:
-            bar = bars[stage] = tqdm(total=total, desc=stage, unit="doc" if stage == "chunking" else "text",
+            bar = bars[stage] = tqdm(total=total, desc=stage, unit="doc" if stage == "chunking" else "char" if stage.endswith("(characters)") else "text",
+                                     unit_scale=True,
                                      file=sys.stderr)
         bar.n = done
         bar.refresh()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass
+from typing import Callable
 
 from qa.types import Document, Sentence
 
@@ -25,6 +26,7 @@ _STARTERS = frozenset(
     later today yesterday""".split()
 )
 _segmenter_local = threading.local()
+PROGRESS_EVERY = 256 * 1024  # characters between progress reports inside one document
 
 
 @dataclass(frozen=True)
@@ -39,12 +41,20 @@ class PassageSpan:
     last: int
 
 
-def split_sentences(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
-    """Sentence spans ``(start, end)`` in ``text[start:end]``, whitespace trimmed."""
+def split_sentences(text: str, start: int = 0, end: int | None = None,
+                    progress: Callable[[int], None] | None = None) -> list[tuple[int, int]]:
+    """Sentence spans ``(start, end)`` in ``text[start:end]``, whitespace trimmed.
+
+    ``progress`` is called with the offset reached, now and then: a long report takes minutes.
+    """
     end = len(text) if end is None else end
     spans: list[tuple[int, int]] = []
     cursor = start
+    reported = start
     for para_start, para_end in _paragraphs(text, start, end):
+        if progress and para_start - reported >= PROGRESS_EVERY:
+            progress(para_start)
+            reported = para_start
         for seg in _segmenter().segment(text[para_start:para_end]):
             piece = seg.strip()
             if not piece:
@@ -61,21 +71,25 @@ def split_sentences(text: str, start: int = 0, end: int | None = None) -> list[t
     return _repair(text, spans)
 
 
-def chunk_document(doc: Document, chunk_chars: int, overlap: int) -> tuple[list[Sentence], list[PassageSpan]]:
+def chunk_document(doc: Document, chunk_chars: int, overlap: int,
+                   progress: Callable[[int, int], None] | None = None) -> tuple[list[Sentence], list[PassageSpan]]:
     """Sentences of ``doc`` and passages packing them up to ``chunk_chars`` characters.
 
     Passages never cross a page of a paginated document; consecutive passages share
-    ``overlap`` sentences.
+    ``overlap`` sentences. ``progress(characters done, total)`` follows a long document.
     """
+    report = (lambda at: progress(at, len(doc.text))) if progress else None
     regions = [(p.start, p.end, p.number) for p in doc.pages] or [(0, len(doc.text), None)]
     sentences: list[Sentence] = []
     passages: list[PassageSpan] = []
     for region_start, region_end, page in regions:
         first = len(sentences)
-        for s, e in split_sentences(doc.text, region_start, region_end):
+        for s, e in split_sentences(doc.text, region_start, region_end, report):
             for ps, pe in _cap_length(doc.text, s, e, max(chunk_chars, 200)):
                 sentences.append(Sentence(doc.doc_id, ps, pe, page))
         passages.extend(_pack(doc.doc_id, sentences, first, len(sentences), page, chunk_chars, overlap))
+    if progress:
+        progress(len(doc.text), len(doc.text))
     return sentences, passages
 
 

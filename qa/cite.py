@@ -18,9 +18,10 @@ import numpy as np
 
 from qa.chunk import split_sentences
 from qa.embed import Embedder, QueryEncoder
-from qa.generate import NO_ANSWER, is_instruction
+from qa.generate import NO_ANSWER
 from qa.index import STOPWORDS, Index
 from qa.settings import Settings
+from qa.text import is_instruction
 from qa.types import Answer, Citation, Passage
 
 _MARKERS = re.compile(r"\s*\[\s*(\d+(?:\s*[,;]\s*\d+)*)\s*\]")

@@ -1,4 +1,4 @@
-"""The ``qa`` command: thin wrappers over the API (index, ask, eval, chat, bench)."""
+"""The ``qa`` command: thin wrappers over the API (index, ask, check, eval, chat, bench)."""
 from __future__ import annotations
 
 import argparse
@@ -60,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the answer as JSON")
     p.set_defaults(func=_cmd_ask)
 
+    p = sub.add_parser("check", help="verify an index's checksums and offsets and say what is wrong")
+    p.add_argument("index", nargs="?", help="index directory (default: indexes/default or QA_INDEX)")
+    p.set_defaults(func=_cmd_check)
+
     p = sub.add_parser("eval", help="measure answers, citations, retrieval and abstention")
     p.add_argument("path", nargs="?", help="eval set (.jsonl) or a benchmark folder (default: eval/seeds.jsonl)")
     p.add_argument("--index")
@@ -105,6 +109,27 @@ def _cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     print(f"indexed into {settings.index}: {len(report.added)} added, {len(report.changed)} changed, "
           f"{len(report.removed)} removed, {report.unchanged} unchanged; embedded {report.embedded_passages} "
           f"passages and {report.embedded_sentences} sentences in {report.seconds:.1f}s")
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+    from pathlib import Path
+
+    from qa.index import check_index, read_manifest
+
+    path = settings.index
+    started = time.perf_counter()
+    problems = check_index(path)
+    if problems:
+        for problem in problems:
+            print(f"{path}: {problem}", file=sys.stderr)
+        print(f"rebuild it with `qa index CORPUS --index {path} --rebuild`", file=sys.stderr)
+        return 1
+    _, manifest = read_manifest(Path(path))
+    print(f"{path}: sound ({len(manifest['documents'])} documents, {manifest['passages']} passages; "
+          f"{len(manifest.get('checksums', {}))} checksums and all offsets verified in "
+          f"{time.perf_counter() - started:.1f}s)")
     return 0
 
 

@@ -98,15 +98,18 @@ class Embedder:
         sample = self._model.tokenizer(["a sample sentence"], return_tensors="pt")
         names = ["input_ids", "attention_mask", "token_type_ids"]
         axes = {n: {0: "batch", 1: "tokens"} for n in names + ["last_hidden_state"]}
-        partial = target.with_suffix(f".{os.getpid()}.tmp")
+        partial = target.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
         import warnings
 
-        with self._lock, torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(LastHidden(transformer).eval(), tuple(sample[n] for n in names), str(partial),
-                              input_names=names, output_names=["last_hidden_state"], dynamic_axes=axes,
-                              opset_version=17, dynamo=False)
-        os.replace(partial, target)
+        try:
+            with self._lock, torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(LastHidden(transformer).eval(), tuple(sample[n] for n in names), str(partial),
+                                  input_names=names, output_names=["last_hidden_state"], dynamic_axes=axes,
+                                  opset_version=17, dynamo=False)
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)  # a full disk leaves no half-written export behind
         return target
 
 
@@ -149,11 +152,11 @@ class QueryEncoder:
 
 
 def onnx_cache(model: str, folder: Path) -> Path:
-    """Where the exported ONNX of ``model`` is kept (built files live beside the indexes)."""
+    """Where the exported ONNX of ``model`` is kept in the shared cache ``folder`` (one per model)."""
     import hashlib
 
     key = hashlib.sha256(str(model_path(model)).encode()).hexdigest()[:12]
-    return Path(folder) / ".models" / f"{key}.onnx"
+    return Path(folder) / f"{key}.onnx"
 
 
 def get_query_encoder(model: str, folder: Path, batch_size: int = DEFAULT_BATCH) -> "Embedder | QueryEncoder":

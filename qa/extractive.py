@@ -22,6 +22,7 @@ from qa.index import Index, terms
 from qa.question import QuestionShape, analyse, name_stems
 from qa.retrieve import NOT_FOUND_PREFIX, Query
 from qa.settings import AnswerRules, Settings
+from qa.text import is_instruction
 from qa.types import Answer, Citation, Passage
 
 _NUMBER = re.compile(r"\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|"
@@ -156,15 +157,21 @@ def repeat_factor(sentence: str, said_folded: str, rules: AnswerRules) -> float:
     return rules.repeat_factor if is_repeated(sentence, said_folded) else 1.0
 
 
-def other_referent_penalty(query: Query, before: set[str], sentence: str, rules: AnswerRules) -> float:
+def other_referent_penalty(query: Query, own: set[str], before: set[str], sentence: str, rules: AnswerRules) -> float:
     """A follow-up's pronoun ("What did he ask …?") means the one the last exchange named.
 
     A sentence that opens with a pronoun while the sentence before it names none of
     those ("Grand Ayatollah Ali Sistani asked … He did not call …", asked about Qais
-    al-Khazali) is about someone else: it loses ``referent_penalty``.
+    al-Khazali) is about someone else: it loses ``referent_penalty``. A sentence naming none
+    of them, directly or through such a pronoun, loses the smaller ``unnamed_penalty``.
     """
-    if query.referents and _PRONOUN_START.match(sentence) and not before & set(query.referents):
+    if not query.referents:
+        return 0.0
+    if _PRONOUN_START.match(sentence) and not before & set(query.referents):
         return rules.referent_penalty
+    if rules.unnamed_penalty and not own & set(query.referents) and not (
+            _PRONOUN_START.match(sentence) and before & set(query.referents)):
+        return rules.unnamed_penalty
     return 0.0
 
 
@@ -231,8 +238,8 @@ def score_sentences(query: Query, shape: QuestionShape, vector: np.ndarray, pass
         doc_i = int(index.sentences[row, 0])
         text = index.documents[doc_i].text
         sentence = text[start:end]
-        if is_question_sentence(sentence):
-            continue
+        if is_question_sentence(sentence) or is_instruction(sentence):
+            continue  # text that tries to steer a model is never quoted
         own = set(terms(sentence)) if start != int(index.sentences[row, 1]) else sentence_terms(row, text)
         before: set[str] = set()
         if row > 0 and int(index.sentences[row - 1, 0]) == doc_i:
@@ -242,7 +249,7 @@ def score_sentences(query: Query, shape: QuestionShape, vector: np.ndarray, pass
             score = sim_bare + rules.lexical_weight * lexical_share(bare_weights, own, before)
         else:
             score = sim + rules.lexical_weight * lexical_share(weights, own, before)
-        score += list_shape_bonus(shape, sentence, rules) - other_referent_penalty(query, before, sentence, rules)
+        score += list_shape_bonus(shape, sentence, rules) - other_referent_penalty(query, own, before, sentence, rules)
         if not answers_type(shape, sentence):
             score -= rules.untyped_penalty
         score *= repeat

@@ -9,7 +9,6 @@ in-process by llama-cpp-python), ``openai:MODEL`` (any OpenAI-compatible server 
 from __future__ import annotations
 
 import importlib.util
-import re
 import threading
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -17,6 +16,7 @@ from typing import Iterator, Sequence
 from qa.chunk import split_sentences
 from qa.embed import cpu_count
 from qa.settings import Settings
+from qa.text import is_instruction
 from qa.types import Passage
 
 NO_ANSWER = "The reports do not say."
@@ -34,23 +34,8 @@ CONDENSE_PROMPT = (
 )
 LOCAL_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
-# Report text that tries to steer the model. It is cut from what the model sees and
-# never quoted as evidence (see qa.cite).
-_INSTRUCTION = re.compile(
-    r"\b(ignore|disregard|forget|override)\b[^.!?\n]{0,40}\b(instructions?|prompts?|rules|directions|everything above)\b"
-    r"|\b(system prompt|you are now|as an ai (language )?model|new instructions?\s*:|"
-    r"(assistant|model|ai)s?,? (must|should) (now )?(answer|say|reply|respond|cite))",
-    re.IGNORECASE,
-)
-
-
 class LLMError(RuntimeError):
     """The language model could not be used (not installed, unreachable, timed out, bad reply)."""
-
-
-def is_instruction(text: str) -> bool:
-    """Whether a report sentence reads as an instruction to the model (a prompt injection)."""
-    return bool(_INSTRUCTION.search(text))
 
 
 def parse_backend(spec: str) -> tuple[str, str]:

@@ -13,18 +13,27 @@ what a query touches becomes resident. The FAISS index is exact up to
 quantization beyond.
 
 A save writes a new generation beside the live one and then swaps ``CURRENT`` with
-``os.replace``, so a run killed at any moment leaves the previous index loadable.
+``os.replace``, so a run killed at any moment leaves the previous index loadable; a
+failed save (a full disk) removes its partial generation.
+
+Every file's SHA-256 is in the manifest (hashed once, at save). On open, files up to
+``EAGER_VERIFY_MAX`` bytes are verified before use and larger ones in a background
+thread (a mismatch then stops every search); each document's text also carries its own
+hash, checked whenever it is decoded, so a quote never comes from altered text.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
+import hashlib
 import math
 import json
 import os
 import re
 import shutil
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -38,8 +47,10 @@ from qa.embed import Embedder
 from qa.settings import Settings
 from qa.types import Document, Page, Passage
 
-FORMAT_VERSION = 2
-READABLE_FORMATS = (1, 2)  # 1 kept document texts inside documents.jsonl
+FORMAT_VERSION = 3
+READABLE_FORMATS = (1, 2, 3)  # 1 kept document texts inside documents.jsonl; 3 added checksums
+EAGER_VERIFY_MAX = 64 * 2**20  # bigger files are hashed in the background after open
+_GENERATION = re.compile(r"gen-[\w.-]+")
 EXACT_MAX = 50_000
 HNSW_MAX = 250_000
 HNSW_EF_SEARCH = 128
@@ -49,6 +60,7 @@ P_DOC, P_START, P_END, P_PAGE, P_FIRST, P_LAST = range(6)
 S_DOC, S_START, S_END, S_PAGE = range(4)
 NO_PAGE = -1
 BM25_K1, BM25_B = 0.9, 0.4  # Anserini's defaults, the reference figures' parameters
+LONG_DOCUMENT = 1_000_000  # characters: a document this long reports its own chunking progress
 
 Progress = Callable[[str, int, int], None]
 
@@ -66,7 +78,11 @@ class IndexMismatch(IndexProblem):
 
 
 class IndexCorrupt(IndexProblem):
-    """A file of the index is missing, truncated or unreadable."""
+    """A file of the index is missing, truncated, altered or unreadable."""
+
+
+class IndexWriteError(IndexProblem):
+    """A save failed (a full disk); the previous generation is still the live one."""
 
 
 @dataclass
@@ -85,9 +101,10 @@ class BuildReport:
 class DocumentStore(Sequence[Document]):
     """A saved index's documents: metadata in memory, each text decoded from a mapped file on use."""
 
-    def __init__(self, meta: list[dict], blob) -> None:
+    def __init__(self, meta: list[dict], blob, path: Path | None = None) -> None:
         self._meta = meta
         self._blob = blob
+        self._path = path
         self.ids = [m["doc_id"] for m in meta]
         self.fingerprints = [m["fingerprint"] for m in meta]
         self._cached = functools.lru_cache(maxsize=1024)(self._load)
@@ -106,7 +123,15 @@ class DocumentStore(Sequence[Document]):
 
     def _load(self, i: int) -> Document:
         m = self._meta[i]
-        text = bytes(self._blob[m["b0"]:m["b1"]]).decode("utf-8")
+        raw = bytes(self._blob[m["b0"]:m["b1"]])
+        if "h" in m and hashlib.sha256(raw).hexdigest()[:32] != m["h"]:
+            raise IndexCorrupt(_corrupt(self._path or Path("PATH"), f"texts.bin: the text of {m['doc_id']} does "
+                                        f"not match its checksum (changed since it was written)"))
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise IndexCorrupt(_corrupt(self._path or Path("PATH"), f"texts.bin: the text of {m['doc_id']} is "
+                                        f"not UTF-8 ({exc})")) from exc
         return Document(m["doc_id"], text, tuple(Page(*p) for p in m["pages"]), m["title"], m["fingerprint"])
 
 
@@ -128,6 +153,8 @@ class Index:
     doc_pos: dict[str, int] = field(default_factory=dict)
     doc_ids: list[str] = field(default_factory=list)
     fingerprints: list[str] = field(default_factory=list)
+    problem: str | None = None  # set when a background checksum finds a file altered
+    verified: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         docs = self.documents
@@ -136,6 +163,7 @@ class Index:
         else:
             self.doc_ids, self.fingerprints = [d.doc_id for d in docs], [d.fingerprint for d in docs]
         self.doc_pos = {doc_id: i for i, doc_id in enumerate(self.doc_ids)}
+        self.verified.set()
 
     def passage(self, row: int, score: float = 0.0) -> Passage:
         """The passage at ``row`` as a record, its text cut from its document."""
@@ -223,7 +251,10 @@ def build_index(
             report.unchanged += 1
             continue
         (report.changed if prior is not None else report.added).append(doc.doc_id)
-        sentences, spans = chunk_document(doc, settings.chunk_chars, settings.chunk_overlap)
+        within = None
+        if progress and len(doc.text) >= LONG_DOCUMENT:
+            within = functools.partial(progress, f"chunking {doc.doc_id} (characters)")
+        sentences, spans = chunk_document(doc, settings.chunk_chars, settings.chunk_overlap, within)
         s_tab = np.array([[doc_i, s.start, s.end, NO_PAGE if s.page is None else s.page] for s in sentences],
                          dtype=np.int64).reshape(-1, 4)
         p_tab = np.array([[doc_i, p.start, p.end, NO_PAGE if p.page is None else p.page, p.first, p.last]
@@ -366,12 +397,41 @@ def _keyword_index(texts: Iterator[str]):
 
 
 def save_index(index: Index, path: Path) -> Path:
-    """Write ``index`` as a new generation under ``path`` and make it live atomically."""
-    import faiss
+    """Write ``index`` as a new generation under ``path`` and make it live atomically.
 
+    A failure (a full disk, an interrupt) removes the partial generation and leaves the
+    previous one live; a full disk raises :class:`IndexWriteError` saying so.
+    """
     path.mkdir(parents=True, exist_ok=True)
     gen = path / f"gen-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{time.monotonic_ns() % 10**9}"
     gen.mkdir()
+    pointer = path / "CURRENT.tmp"
+    try:
+        _write_generation(index, gen)
+        with open(pointer, "w") as fh:
+            fh.write(gen.name)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(pointer, path / "CURRENT")
+    except BaseException as exc:
+        full = _no_space(exc, path)
+        shutil.rmtree(gen, ignore_errors=True)
+        pointer.unlink(missing_ok=True)
+        if full:
+            raise IndexWriteError(f"no space left on {path}: the previous index is intact "
+                                  f"({type(exc).__name__}: {exc})") from exc
+        raise
+    _fsync_dir(path)
+    for stale in path.glob("gen-*"):
+        if stale.name != gen.name:
+            shutil.rmtree(stale, ignore_errors=True)
+    index.path = path
+    return gen
+
+
+def _write_generation(index: Index, gen: Path) -> None:
+    import faiss
+
     with open(gen / "documents.jsonl", "w", encoding="utf-8") as fh, open(gen / "texts.bin", "wb") as blob:
         offset = 0
         for d in index.documents:
@@ -379,7 +439,8 @@ def save_index(index: Index, path: Path) -> Path:
             blob.write(raw)
             fh.write(json.dumps({"doc_id": d.doc_id, "title": d.title, "fingerprint": d.fingerprint,
                                  "pages": [[p.number, p.start, p.end] for p in d.pages],
-                                 "b0": offset, "b1": offset + len(raw)}, ensure_ascii=False) + "\n")
+                                 "b0": offset, "b1": offset + len(raw), "h": hashlib.sha256(raw).hexdigest()[:32]},
+                                ensure_ascii=False) + "\n")
             offset += len(raw)
     np.save(gen / "passages.npy", index.passages)
     np.save(gen / "sentences.npy", index.sentences)
@@ -391,34 +452,71 @@ def save_index(index: Index, path: Path) -> Path:
     np.save(gen / "doc_freq.npy", index.doc_freq)
     (gen / "terms.json").write_text(json.dumps(list(index.vocab)), encoding="utf-8")
     manifest = dict(index.manifest, format=FORMAT_VERSION)
-    manifest["files"] = {str(f.relative_to(gen)): f.stat().st_size for f in sorted(gen.rglob("*")) if f.is_file()}
+    files = [f for f in sorted(gen.rglob("*")) if f.is_file()]
+    manifest["files"] = {str(f.relative_to(gen)): f.stat().st_size for f in files}
+    manifest["checksums"] = {str(f.relative_to(gen)): file_digest(f) for f in files}
     (gen / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     _fsync_tree(gen)
-    pointer = path / "CURRENT.tmp"
-    with open(pointer, "w") as fh:
-        fh.write(gen.name)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(pointer, path / "CURRENT")
-    _fsync_dir(path)
-    for stale in path.glob("gen-*"):
-        if stale.name != gen.name:
-            shutil.rmtree(stale, ignore_errors=True)
-    index.path = path
-    return gen
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file, read in 4 MiB blocks (about 0.6 s per GB here, see README)."""
+    h = hashlib.sha256()
+    buf = bytearray(4 * 2**20)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as fh:
+        while n := fh.readinto(buf):
+            h.update(view[:n])
+    return h.hexdigest()
+
+
+def _no_space(exc: BaseException, path: Path) -> bool:
+    """Whether a failed write ran out of disk (numpy and FAISS do not always keep the errno)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if not isinstance(exc, (OSError, RuntimeError)):
+        return False
+    try:
+        return shutil.disk_usage(path).free < 2**20 or "requested and" in str(exc)
+    except OSError:
+        return False
 
 
 def read_manifest(path: Path) -> tuple[Path, dict]:
-    """The live generation's directory and manifest, or a clear error."""
+    """The live generation's directory and a well-formed manifest, or a clear error."""
     current = path / "CURRENT"
     if not current.exists():
         raise IndexNotFound(f"no index at {path}: build it with `qa index CORPUS --index {path}`")
-    gen = path / current.read_text().strip()
+    try:
+        name = current.read_text(encoding="utf-8").strip()
+    except (OSError, ValueError) as exc:
+        raise IndexCorrupt(_corrupt(path, f"CURRENT is unreadable ({exc})")) from exc
+    if not _GENERATION.fullmatch(name):
+        raise IndexCorrupt(_corrupt(path, f"CURRENT names no generation ({name[:40]!r})"))
+    gen = path / name
     try:
         manifest = json.loads((gen / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise IndexCorrupt(_corrupt(path, f"unreadable manifest ({exc})")) from exc
+        raise IndexCorrupt(_corrupt(path, f"manifest.json is unreadable ({exc})")) from exc
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise IndexCorrupt(_corrupt(path, f"manifest.json {problem}"))
     return gen, manifest
+
+
+def _manifest_problem(manifest: object) -> str | None:
+    if not isinstance(manifest, dict):
+        return f"holds a {type(manifest).__name__}, not an object"
+    kinds = {"format": int, "params": dict, "dimension": int, "documents": dict, "passages": int, "sentences": int}
+    for key, kind in kinds.items():
+        if not isinstance(manifest.get(key), kind) or isinstance(manifest.get(key), bool):
+            return f"has no valid {key!r} (found {manifest.get(key)!r:.40})"
+    for key in ("files", "checksums"):
+        if key in manifest and not isinstance(manifest[key], dict):
+            return f"has no valid {key!r}"
+    if manifest["passages"] < 0 or manifest["sentences"] < 0 or manifest["dimension"] <= 0:
+        return "has negative counts"
+    return None
 
 
 def check_compatible(manifest: dict, settings: Settings, path: Path) -> None:
@@ -427,7 +525,7 @@ def check_compatible(manifest: dict, settings: Settings, path: Path) -> None:
         raise IndexMismatch(f"index at {path} has format {manifest.get('format')}, this version reads "
                             f"{', '.join(map(str, READABLE_FORMATS))}: rebuild it with `qa index CORPUS --index {path} --rebuild`")
     want = settings.index_params()
-    have = manifest.get("params", {})
+    have = manifest.get("params") or {}
     diffs = [f"{k}: index has {have.get(k)!r}, settings ask {v!r}" for k, v in want.items() if have.get(k) != v]
     if diffs:
         raise IndexMismatch(f"index at {path} was built with other settings ({'; '.join(diffs)}): "
@@ -437,55 +535,190 @@ def check_compatible(manifest: dict, settings: Settings, path: Path) -> None:
 
 def load_index(path: Path, settings: Settings, *, mmap: bool = True) -> Index:
     """Load the live generation at ``path``; mismatch or corruption raise with a rebuild hint."""
+    for attempt in range(3):
+        gen, manifest = read_manifest(path)
+        check_compatible(manifest, settings, path)
+        try:
+            return _load_generation(path, gen, manifest, mmap)
+        except IndexCorrupt:
+            if attempt < 2 and _live(path) != gen.name:
+                continue  # a writer made another generation live (and removed this one) while we read
+            raise
+    raise AssertionError("unreachable")
+
+
+def _live(path: Path) -> str | None:
+    try:
+        return (path / "CURRENT").read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+
+
+@contextlib.contextmanager
+def _reading(path: Path, name: str) -> Iterator[None]:
+    """Any failure while reading ``name`` becomes IndexCorrupt naming that file."""
+    try:
+        yield
+    except IndexProblem:
+        raise
+    except Exception as exc:  # numpy, faiss, json and bm25s each raise their own kinds
+        raise IndexCorrupt(_corrupt(path, f"{name}: {type(exc).__name__}: {exc}")) from exc
+
+
+def verify_files(path: Path, gen: Path, manifest: dict, names: Sequence[str] | None = None) -> list[str]:
+    """Problems with the files of a generation: missing, wrong size or wrong checksum."""
+    problems = []
+    checksums = manifest.get("checksums") or {}
+    for name, size in (manifest.get("files") or {}).items():
+        if names is not None and name not in names:
+            continue
+        f = gen / name
+        try:
+            if not f.is_file() or f.stat().st_size != size:
+                problems.append(f"{name} is missing or has the wrong size")
+            elif name in checksums and file_digest(f) != checksums[name]:
+                problems.append(f"{name} does not match its checksum (changed since it was written)")
+        except OSError as exc:
+            problems.append(f"{name} is unreadable ({exc})")
+    return problems
+
+
+def _load_generation(path: Path, gen: Path, manifest: dict, mmap: bool) -> Index:
     import bm25s
     import faiss
 
-    gen, manifest = read_manifest(path)
-    check_compatible(manifest, settings, path)
-    for name, size in manifest.get("files", {}).items():
-        f = gen / name
-        if not f.exists() or f.stat().st_size != size:
-            raise IndexCorrupt(_corrupt(path, f"{name} is missing or has the wrong size"))
-    try:
+    files = manifest.get("files") or {}
+    big = [n for n, size in files.items() if isinstance(size, int) and size > EAGER_VERIFY_MAX]
+    sizes_ok = verify_files(path, gen, {"files": files})
+    if sizes_ok:
+        raise IndexCorrupt(_corrupt(path, sizes_ok[0]))
+    problems = verify_files(path, gen, manifest, [n for n in files if n not in big])
+    if problems:
+        raise IndexCorrupt(_corrupt(path, problems[0]))
+    with _reading(path, "documents.jsonl"):
         with open(gen / "documents.jsonl", encoding="utf-8") as fh:
             meta = [json.loads(line) for line in fh]
-        documents: Sequence[Document]
-        if (gen / "texts.bin").exists():
+        if not all(isinstance(m, dict) for m in meta):
+            raise ValueError("a line is not an object")
+    documents: Sequence[Document]
+    if (gen / "texts.bin").exists():
+        with _reading(path, "texts.bin"):
             size = (gen / "texts.bin").stat().st_size
             blob = np.memmap(gen / "texts.bin", dtype=np.uint8, mode="r") if size else b""
-            if any(m["b1"] > size for m in meta):
-                raise ValueError("texts.bin is shorter than documents.jsonl says")
-            documents = DocumentStore(meta, blob)
-        else:
+        with _reading(path, "documents.jsonl"):
+            ends = [(int(m["b0"]), int(m["b1"])) for m in meta]
+            if any(not 0 <= b0 <= b1 <= size for b0, b1 in ends):
+                raise ValueError("document offsets fall outside texts.bin")
+            documents = DocumentStore(meta, blob, path)
+    else:
+        with _reading(path, "documents.jsonl"):
             documents = [Document(r["doc_id"], r["text"], tuple(Page(*p) for p in r["pages"]), r["title"],
                                   r["fingerprint"]) for r in meta]
-        mode = "r" if mmap else None
+    mode = "r" if mmap else None
+    with _reading(path, "passages.npy"):
         passages = np.load(gen / "passages.npy")
+    with _reading(path, "sentences.npy"):
         sentences = np.load(gen / "sentences.npy")
+    with _reading(path, "passage_vectors.npy"):
         p_vecs = np.load(gen / "passage_vectors.npy", mmap_mode=mode)
+    with _reading(path, "sentence_vectors.npy"):
         s_vecs = np.load(gen / "sentence_vectors.npy", mmap_mode=mode)
+    with _reading(path, "dense.faiss"):
         dense = faiss.read_index(str(gen / "dense.faiss"))
         tune_search(dense)
+    with _reading(path, "bm25/"):
         if manifest["passages"]:
             keyword = bm25s.BM25.load(str(gen / "bm25"), mmap=mmap, show_progress=False)
         else:
             keyword = bm25s.BM25(k1=BM25_K1, b=BM25_B)
+    with _reading(path, "terms.json"):
         vocab = {t: i for i, t in enumerate(json.loads((gen / "terms.json").read_text(encoding="utf-8")))}
+    with _reading(path, "doc_freq.npy"):
         doc_freq = np.load(gen / "doc_freq.npy")
-    except Exception as exc:  # numpy, faiss, json and bm25s each raise their own kinds
-        raise IndexCorrupt(_corrupt(path, f"{type(exc).__name__}: {exc}")) from exc
-    shapes_ok = (
-        len(documents) == len(manifest["documents"])
-        and passages.shape == (manifest["passages"], 6)
-        and sentences.shape == (manifest["sentences"], 4)
-        and p_vecs.shape == (manifest["passages"], manifest["dimension"])
-        and s_vecs.shape == (manifest["sentences"], manifest["dimension"])
-        and dense.ntotal == manifest["passages"]
-        and len(vocab) == len(doc_freq)
-    )
-    if not shapes_ok:
-        raise IndexCorrupt(_corrupt(path, "tables and vectors disagree with the manifest"))
-    return Index(manifest, documents, passages, sentences, p_vecs, s_vecs, dense, keyword, vocab, doc_freq, path)
+    shapes = [
+        ("documents.jsonl", len(documents) == len(manifest["documents"])),
+        ("passages.npy", passages.shape == (manifest["passages"], 6)),
+        ("sentences.npy", sentences.shape == (manifest["sentences"], 4)),
+        ("passage_vectors.npy", p_vecs.shape == (manifest["passages"], manifest["dimension"])),
+        ("sentence_vectors.npy", s_vecs.shape == (manifest["sentences"], manifest["dimension"])),
+        ("dense.faiss", dense.ntotal == manifest["passages"]),
+        ("doc_freq.npy", len(vocab) == len(doc_freq)),
+    ]
+    for name, ok in shapes:
+        if not ok:
+            raise IndexCorrupt(_corrupt(path, f"{name} disagrees with the manifest"))
+    problem = table_problem(passages, sentences, doc_freq, [m.get("b1", 0) - m.get("b0", 0) for m in meta]
+                            if isinstance(documents, DocumentStore) else [len(d.text) for d in documents])
+    if problem:
+        raise IndexCorrupt(_corrupt(path, problem))
+    index = Index(manifest, documents, passages, sentences, p_vecs, s_vecs, dense, keyword, vocab, doc_freq, path)
+    if big and manifest.get("checksums"):
+        index.verified.clear()
+        _verify_in_background(index, path, gen, manifest, big)
+    return index
+
+
+def table_problem(passages: np.ndarray, sentences: np.ndarray, doc_freq: np.ndarray,
+                  lengths: Sequence[int]) -> str | None:
+    """An offset or count in the tables that cannot be right (``lengths`` bound each document's text)."""
+    n_docs, n_sent = len(lengths), len(sentences)
+    limit = np.asarray(list(lengths) + [0], dtype=np.int64)
+    for name, tab, doc, start, end in (("passages.npy", passages, P_DOC, P_START, P_END),
+                                       ("sentences.npy", sentences, S_DOC, S_START, S_END)):
+        if not len(tab):
+            continue
+        docs = tab[:, doc]
+        if docs.min() < 0 or docs.max() >= n_docs:
+            return f"{name} points at a document that does not exist"
+        if (tab[:, start] < 0).any() or (tab[:, end] < tab[:, start]).any() or (tab[:, end] > limit[docs]).any():
+            return f"{name} has offsets outside their document"
+    if len(passages) and (passages[:, P_FIRST].min() < 0 or passages[:, P_LAST].max() > n_sent
+                          or (passages[:, P_LAST] < passages[:, P_FIRST]).any()):
+        return "passages.npy points at sentences that do not exist"
+    if len(doc_freq) and (doc_freq.min() < 1 or doc_freq.max() > max(len(passages), 1)):
+        return "doc_freq.npy holds impossible counts"
+    return None
+
+
+def _verify_in_background(index: Index, path: Path, gen: Path, manifest: dict, names: list[str]) -> None:
+    """Hash the big files after open; a mismatch marks the index so every search refuses it."""
+    def run() -> None:
+        try:
+            problems = verify_files(path, gen, manifest, names)
+        except OSError as exc:  # the generation was replaced and removed meanwhile
+            problems = [] if _live(path) != gen.name else [f"unreadable ({exc})"]
+        if problems:
+            index.problem = _corrupt(path, problems[0])
+        index.verified.set()
+
+    threading.Thread(target=run, name=f"qa-verify-{gen.name}", daemon=True).start()
+
+
+def check_index(path: Path) -> list[str]:
+    """Everything wrong with the index at ``path`` (empty when it is sound): for ``qa check``."""
+    try:
+        gen, manifest = read_manifest(path)
+    except IndexProblem as exc:
+        return [str(exc)]
+    problems = []
+    if manifest["format"] not in READABLE_FORMATS:
+        problems.append(f"format {manifest['format']} is not one this version reads")
+    if not manifest.get("checksums"):
+        problems.append("the manifest has no checksums (built before format 3), so changed files cannot be found")
+    problems += verify_files(path, gen, manifest)
+    if problems:
+        return problems
+    try:
+        index = _load_generation(path, gen, dict(manifest, checksums={}), mmap=True)
+        for i in range(len(index.documents)):
+            index.documents[i]
+        lengths = [len(d.text) for d in index.documents]
+        problem = table_problem(index.passages, index.sentences, index.doc_freq, lengths)
+        if problem:
+            problems.append(problem)
+    except (IndexProblem, ValueError) as exc:
+        problems.append(str(exc))
+    return problems
 
 
 def update_index(
@@ -500,6 +733,10 @@ def update_index(
 ) -> tuple[Index, BuildReport]:
     """Bring the index at ``path`` up to ``documents``: embed only new or changed ones."""
     with index_lock(path):
+        live = _live(path)
+        for stale in path.glob("gen-*"):  # left by a writer that was killed (we hold the lock)
+            if stale.name != live:
+                shutil.rmtree(stale, ignore_errors=True)
         previous = None
         if not rebuild:
             try:

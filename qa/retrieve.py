@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from qa.embed import Embedder, QueryEncoder
-from qa.index import Index, terms
+from qa.index import Index, IndexCorrupt, terms
 from qa.settings import Settings
 from qa.types import Passage
 
@@ -142,6 +142,8 @@ class Retriever:
     ) -> list[Passage]:
         """Top-``k`` passages; ``doc_ids`` restricts the search to those documents."""
         k = k or self.settings.top_k
+        if self.index.problem:
+            raise IndexCorrupt(self.index.problem)
         if mode not in MODES:
             raise ValueError(f"unknown retrieval mode {mode!r}; use one of {', '.join(MODES)}")
         rows = None if doc_ids is None else self.index.rows_of_documents(doc_ids)
@@ -154,8 +156,46 @@ class Retriever:
             ranked.append(self.dense(vec, n, rows))
         if mode in ("hybrid", "bm25"):
             ranked.append(self.keyword(self.query_terms(query), n, rows))
+        if mode == "hybrid" and self.settings.sentence_search:
+            ranked.append(self.by_sentence(vec, n, rows))
         fused = ranked[0] if len(ranked) == 1 else reciprocal_rank_fusion(ranked, self.settings.rrf_k)
         return [self.index.passage(row, score) for row, score in fused[:k]]
+
+    def by_sentence(self, vector: np.ndarray, n: int, rows: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """Passage rows ranked by their best sentence's similarity to ``vector``.
+
+        A passage is an average of several sentences; a paraphrased question often matches
+        one sentence better than any passage (the answer sentence drowned by its neighbours).
+        """
+        vectors = self.index.sentence_vectors
+        if len(vectors) == 0:
+            return []
+        owner = self.sentence_owner()
+        scores = np.asarray(vectors) @ vector
+        if rows is not None:
+            keep = np.isin(owner, rows)
+            scores = np.where(keep, scores, -np.inf)
+        top = np.argpartition(-scores, min(len(scores) - 1, 4 * n))[: 4 * n]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        out: dict[int, float] = {}
+        for s in top.tolist():
+            if not np.isfinite(scores[s]):
+                break
+            out.setdefault(int(owner[s]), float(scores[s]))
+            if len(out) >= n:
+                break
+        return list(out.items())
+
+    def sentence_owner(self) -> np.ndarray:
+        """For each sentence row, the first passage row that holds it (computed once)."""
+        owner = getattr(self, "_owner", None)
+        if owner is None:
+            owner = np.full(len(self.index.sentences), -1, dtype=np.int64)
+            for row in range(len(self.index.passages) - 1, -1, -1):
+                rng = self.index.sentence_rows(row)
+                owner[rng.start:rng.stop] = row
+            self._owner = owner
+        return owner
 
     def dense(self, vector: np.ndarray, n: int, rows: np.ndarray | None = None) -> list[tuple[int, float]]:
         """Passage rows by inner product with ``vector``, best first."""

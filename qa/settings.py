@@ -23,6 +23,12 @@ def _default_root() -> Path:
     return PROJECT_ROOT if (PROJECT_ROOT / "pyproject.toml").exists() else Path.cwd()
 
 
+def _default_model_cache() -> Path:
+    """The user's cache folder: one ONNX export per model, shared by every index."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "qa" / "models"
+
+
 @dataclass(frozen=True)
 class AnswerRules:
     """Weights of the extractive answer's rules (qa/extractive.py), each chosen on dev data.
@@ -45,6 +51,8 @@ class AnswerRules:
     # A sentence that cannot answer the kind of question asked (no number for "how many",
     # no new name for "who") ranks below those that can; grid {0, 0.1, 0.2, 0.3}.
     untyped_penalty: float = 0.2
+    # ... and one that names none of those the last exchange named (a tie-breaker); grid {0.03, 0.06, 0.1}.
+    unnamed_penalty: float = 0.05
     # A list question favours sentences that enumerate names.
     list_shape_bonus: float = 0.15
     # A many-part question adds a sentence scoring at least cover_ratio of the best one
@@ -63,6 +71,7 @@ class Settings:
 
     corpus: Path = _default_root() / "seeds"
     index: Path = _default_root() / "indexes" / "default"
+    model_cache: Path = _default_model_cache()
     model: str = DEFAULT_MODEL
     # Chunking: passages are runs of whole sentences of at most `chunk_chars`
     # characters, consecutive passages sharing `chunk_overlap` sentences.
@@ -72,6 +81,8 @@ class Settings:
     top_k: int = 5
     rrf_k: int = 60
     candidates: int = 50
+    # Hybrid retrieval also ranks passages by their best sentence (dense, over sentence vectors).
+    sentence_search: bool = False
     # Extractive answering; the threshold is calibrated on eval/seeds.jsonl
     # (see eval/README.md), never per question.
     abstain_below: float = 0.55
@@ -106,7 +117,7 @@ class Settings:
         if "llm_api_key" not in values and env.get("OPENAI_API_KEY"):
             values["llm_api_key"] = env["OPENAI_API_KEY"]
         values.update({k: v for k, v in overrides.items() if v is not None})
-        for key in ("corpus", "index"):
+        for key in ("corpus", "index", "model_cache"):
             if key in values:
                 values[key] = Path(values[key]).expanduser()  # type: ignore[arg-type]
         return cls(**values)  # type: ignore[arg-type]

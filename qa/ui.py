@@ -7,12 +7,18 @@ storage so a reload shows the same answers with the same citations.
 from __future__ import annotations
 
 import dataclasses
+import filecmp
 import html
 import logging
+import os
 import re
 import shutil
+import signal
+import threading
+import time
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 from qa.api import answer, answer_stream, get_engine, index_paths
 from qa.index import IndexProblem
@@ -33,23 +39,37 @@ a.qa-cite { text-decoration: none; font-weight: 600; }
 """
 
 
+LOGIN_FAILURES, LOGIN_WINDOW = 5, 60.0  # failed logins allowed per client per window (seconds)
+# Characters that Markdown (and its autolinker) would turn into links, emphasis or code:
+# written as entities they show as themselves and do nothing.
+_MARKDOWN_ACTIVE = {"[": "&#91;", "]": "&#93;", "(": "&#40;", ")": "&#41;", "*": "&#42;", "_": "&#95;",
+                    "`": "&#96;", ":": "&#58;", "@": "&#64;", "!": "&#33;", "~": "&#126;", "#": "&#35;",
+                    ".": "&#46;", "|": "&#124;", "\\": "&#92;", "$": "&#36;"}
+_MARKER_SPLIT = re.compile(r"(\[\d+\])")
+
+
+def inert(text: str) -> str:
+    """Report text as HTML that renders as plain text: no live link, image or markup from a report."""
+    return "".join(_MARKDOWN_ACTIVE.get(ch, ch) for ch in html.escape(text, quote=True)).replace("\n", " ")
+
+
 def render_answer(result: Answer, turn: str) -> str:
     """Answer text with clickable markers, then its own Sources block."""
-    text = html.escape(result.text, quote=False)
-    text = re.sub(r"\[(\d+)\]", lambda m: f'<a class="qa-cite" href="#src-{turn}-{m.group(1)}">[{m.group(1)}]</a>', text)
+    text = "".join(f'<a class="qa-cite" href="#src-{turn}-{part[1:-1]}">{part}</a>' if _MARKER_SPLIT.fullmatch(part)
+                   else inert(part) for part in _MARKER_SPLIT.split(result.text))
     if result.notice and result.mode != "extractive":
-        text += f'\n\n<div class="qa-notice">⚠️ {html.escape(result.notice)}</div>'
+        text += f'\n\n<div class="qa-notice">⚠️ {inert(result.notice)}</div>'
     if not result.citations:
         return text
     blocks = []
     for n, c in enumerate(result.citations, start=1):
-        where = html.escape(c.doc_id) + (f", page {c.page}" if c.page is not None else "")
+        where = inert(c.doc_id) + (f", page {c.page}" if c.page is not None else "")
         at = c.passage.find(c.quote)
         if at >= 0:
-            body = (html.escape(c.passage[:at]) + "<mark>" + html.escape(c.quote) + "</mark>"
-                    + html.escape(c.passage[at + len(c.quote):]))
+            body = (inert(c.passage[:at]) + "<mark>" + inert(c.quote) + "</mark>"
+                    + inert(c.passage[at + len(c.quote):]))
         else:
-            body = "<mark>" + html.escape(c.quote) + "</mark>"
+            body = "<mark>" + inert(c.quote) + "</mark>"
         blocks.append(f'<div class="qa-source" id="src-{turn}-{n}"><b>[{n}] {where}</b> '
                       f'<small>chars {c.start}–{c.end}</small><br>{body}</div>')
     return f"{text}\n\n{SOURCES_OPEN}<b>Sources</b>{''.join(blocks)}</div>"
@@ -67,8 +87,19 @@ def plain_history(messages: list[dict]) -> list[dict]:
     return out
 
 
-def store_upload(src: Path, corpus: Path, limit: int) -> Path:
-    """Copy an uploaded file into the corpus under its base name, after checking it loads."""
+class Stored(NamedTuple):
+    """Where an upload was put; ``status`` is "new", "renamed" (a different file had its name) or "identical"."""
+
+    path: Path
+    status: str
+
+
+def store_upload(src: Path, corpus: Path, limit: int) -> Stored:
+    """Copy an uploaded file into the corpus, after checking it loads; never replace a file there.
+
+    A different file already holding the name keeps it, and the upload gets the first
+    free ``name-2.txt``, ``name-3.txt``…; a byte-identical file already there is a no-op.
+    """
     name = Path(src.name).name
     if not name or name.startswith(".") or Path(name).suffix.lower() not in UPLOAD_SUFFIXES:
         raise LoadError(f"{name or 'file'}: only {', '.join(UPLOAD_SUFFIXES)} files can be added")
@@ -76,16 +107,42 @@ def store_upload(src: Path, corpus: Path, limit: int) -> Path:
         raise LoadError(f"{name}: larger than the {limit // 2**20} MiB upload limit")
     list(load_file(src, name))  # raises LoadError for empty, binary or broken files
     corpus.mkdir(parents=True, exist_ok=True)
-    target = corpus / name
-    shutil.copyfile(src, target)
-    return target
+    stem, suffix = Path(name).stem, Path(name).suffix
+    partial = corpus / f".upload-{uuid.uuid4().hex}{suffix}"  # a dot-file: the loader skips it
+    shutil.copyfile(src, partial)
+    try:
+        for n in range(1, 1000):
+            target = corpus / (name if n == 1 else f"{stem}-{n}{suffix}")
+            if target.exists():
+                if filecmp.cmp(partial, target, shallow=False):
+                    return Stored(target, "identical")
+                continue
+            try:
+                _place(partial, target)
+            except FileExistsError:  # taken meanwhile: try the next name
+                continue
+            return Stored(target, "new" if n == 1 else "renamed")
+        raise LoadError(f"{name}: too many files with this name in {corpus}")
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _place(src: Path, target: Path) -> None:
+    """Give ``src`` the name ``target`` only if that name is free (FileExistsError otherwise)."""
+    try:
+        os.link(src, target)
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links
+        with open(src, "rb") as fin, open(target, "xb") as fout:
+            shutil.copyfileobj(fin, fout)
 
 
 def upload_target(index: Path | None, settings: Settings) -> tuple[Path, list[str]]:
-    """Where uploads go, and every source to re-index: the index's own corpus folder."""
-    sources = list(get_engine(index, settings).index.manifest.get("sources") or [str(settings.corpus)])
-    folder = next((Path(s) for s in sources if Path(s).is_dir()), settings.corpus)
-    if str(folder) not in sources:
+    """Where uploads go (``settings.corpus``, i.e. QA_CORPUS), and every source to re-index."""
+    sources = list(get_engine(index, settings).index.manifest.get("sources") or [])
+    folder = Path(settings.corpus).resolve()
+    if str(folder) not in {str(Path(s).resolve()) for s in sources}:
         sources.append(str(folder))
     return folder, sources
 
@@ -114,14 +171,14 @@ def build_app(settings: Settings, index: Path | None = None):
             for result in answer_stream(question, plain_history(history[:-1]), index=index, settings=chosen,
                                         doc_ids=doc_filter or None, top_k=int(k)):
                 if isinstance(result, str):
-                    draft = html.escape(result) + "\n\n<small><i>checking citations…</i></small>"
+                    draft = inert(result) + "\n\n<small><i>checking citations…</i></small>"
                     yield history + [{"role": "assistant", "content": draft}], "", history
             assert isinstance(result, Answer)
             final = render_answer(result, uuid.uuid4().hex[:8])
             if chosen.llm == "none":
                 words = result.text.split(" ")
                 for i in range(0, len(words), 6):
-                    yield (history + [{"role": "assistant", "content": html.escape(" ".join(words[:i + 6]))}],
+                    yield (history + [{"role": "assistant", "content": inert(" ".join(words[:i + 6]))}],
                            "", history)
         except ValueError as exc:
             final = f"⚠️ {html.escape(str(exc))}"
@@ -134,14 +191,23 @@ def build_app(settings: Settings, index: Path | None = None):
     def add_files(files, progress=gr.Progress()):
         if not files:
             return "No file chosen.", gr.update()
-        stored, rejected = [], []
+        stored, rejected, notes = [], [], []
         folder, sources = upload_target(index, settings)
         for f in files:
             path = Path(getattr(f, "name", f))
             try:
-                stored.append(store_upload(path, folder, settings.upload_max_bytes).name)
+                kept = store_upload(path, folder, settings.upload_max_bytes)
             except (LoadError, OSError) as exc:
                 rejected.append(str(exc))
+                continue
+            finally:
+                path.unlink(missing_ok=True)  # Gradio's temporary copy: the corpus has its own now
+            if kept.status == "identical":
+                notes.append(f"{path.name} is already in the corpus as {kept.path.name}")
+            else:
+                stored.append(kept.path.name)
+            if kept.status == "renamed":
+                notes.append(f"a different {path.name} already exists, so this one was saved as {kept.path.name}")
         message = ""
         if stored:
             try:
@@ -151,12 +217,15 @@ def build_app(settings: Settings, index: Path | None = None):
                            f"document(s) indexed.")
             except Exception as exc:
                 log.exception("indexing uploads failed")
-                message = f"⚠️ Indexing failed: {exc}"
+                message = f"⚠️ Indexing failed: {html.escape(str(exc))}"
+        if notes:
+            message += (" " if message else "") + "; ".join(notes) + "."
         if rejected:
             message += (" " if message else "") + "Rejected: " + "; ".join(rejected)
         return message, gr.update(choices=documents())
 
-    with gr.Blocks(title="Report QA") as app:
+    # delete_cache: Gradio's temporary upload copies older than an hour go, and all of them at shutdown.
+    with gr.Blocks(title="Report QA", delete_cache=(3600, 3600)) as app:
         saved = gr.BrowserState([], storage_key="qa-chat-v1")
         gr.Markdown("## Ask the reports\nEvery claim cites the sentence it comes from; click a marker to see it.")
         with gr.Row():
@@ -188,8 +257,11 @@ def build_app(settings: Settings, index: Path | None = None):
             """Answer one question; the text keeps its [n] markers."""
             try:
                 return answer(question, index=index, settings=settings).text
-            except ValueError as exc:
+            except (ValueError, IndexProblem) as exc:
                 return f"Error: {exc}"
+            except Exception as exc:  # an API client gets the reason, not "upstream Gradio app has raised"
+                log.exception("answer failed")
+                return f"Error: could not answer ({type(exc).__name__}: {exc})"
 
         gr.api(chat, api_name="chat")
     return app
@@ -206,6 +278,52 @@ def serve(settings: Settings, index: Path | None = None, host: str = "127.0.0.1"
             raise ValueError("QA_AUTH must look like user:password")
         auth = (user, password)
     app.queue(default_concurrency_limit=4, max_size=128)
+    from starlette.middleware import Middleware
+
+    def stop(signum, frame) -> None:
+        raise KeyboardInterrupt  # Gradio then shuts down cleanly, deleting its temporary upload copies
+
+    signal.signal(signal.SIGTERM, stop)
+
     app.launch(server_name=host, server_port=port, share=False, auth=auth, show_error=False, css=CSS,
-               allowed_paths=[], footer_links=["api"])
+               allowed_paths=[], footer_links=["api"], max_file_size=settings.upload_max_bytes,
+               app_kwargs={"middleware": [Middleware(LoginThrottle)]})
+
+
+class LoginThrottle:
+    """ASGI middleware: after ``LOGIN_FAILURES`` failed logins in ``LOGIN_WINDOW`` s, a client gets 429."""
+
+    def __init__(self, app, failures: int = LOGIN_FAILURES, window: float = LOGIN_WINDOW) -> None:
+        self.app, self.failures, self.window = app, failures, window
+        self._failed: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST" or not scope["path"].rstrip("/").endswith("/login"):
+            await self.app(scope, receive, send)
+            return
+        client = (scope.get("client") or ("unknown",))[0]
+        now = time.monotonic()
+        with self._lock:
+            recent = [t for t in self._failed.pop(client, []) if now - t < self.window]
+            if recent:
+                self._failed[client] = recent
+            wait = self.window - (now - recent[0]) if len(recent) >= self.failures else 0.0
+        if wait > 0:
+            body = b'{"detail": "Too many failed logins from this address: try again in a minute."}'
+            await send({"type": "http.response.start", "status": 429,
+                        "headers": [(b"content-type", b"application/json"), (b"retry-after", str(int(wait) + 1).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        status = {}
+
+        async def watch(message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        await self.app(scope, receive, watch)
+        if status.get("code", 500) >= 400:
+            with self._lock:
+                self._failed.setdefault(client, []).append(time.monotonic())
 

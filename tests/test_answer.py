@@ -112,3 +112,32 @@ def test_names_the_reports_never_mention(seeds_index, settings):
     assert unknown_names(analyse("What happened in FY2031?"), index) == ["FY2031"]
     a = qa.answer("What did Saudi Arabia say about the Mujahideen Alliance?", index=seeds_index, settings=settings)
     assert a.abstained and "Saudi" in a.notice
+
+
+def test_follow_up_with_the_full_previous_answer_keeps_the_person(seeds_index, settings):
+    """The chat sends the whole previous answer as history; "he" must stay Khazali, not become
+    the Sistani of a neighbouring "He did not call …" sentence."""
+    first = qa.answer("Who heads Asa’ib Ahl al-Haq?", index=seeds_index, settings=settings)
+    history = [{"role": "user", "content": "Who heads Asa’ib Ahl al-Haq?"}, {"role": "assistant", "content": first.text}]
+    a = qa.answer("What did he ask the government to do?", history, index=seeds_index, settings=settings)
+    assert "Khazali" in a.citations[0].quote and "called on the Iraqi government" in a.citations[0].quote
+    assert not any("Sistani" in c.quote or c.quote.startswith("He did not call") for c in a.citations)
+
+
+@pytest.mark.parametrize("history", ["abc", {"role": "user"}, ["Who?"], [None], [{"content": "x"}],
+                                     [{"role": "robot", "content": "x"}]])
+def test_malformed_history_is_a_clear_error(seeds_index, settings, history):
+    with pytest.raises(ValueError, match="history"):
+        qa.answer("Who heads Asa’ib Ahl al-Haq?", history, index=seeds_index, settings=settings)
+
+
+def test_changed_retrieval_settings_are_not_served_from_the_cache(seeds_index, settings):
+    import dataclasses
+
+    import qa.api
+
+    base = qa.api.get_engine(seeds_index, settings)
+    other = qa.api.get_engine(seeds_index, dataclasses.replace(settings, rrf_k=5, candidates=7))
+    assert other.retriever.settings.rrf_k == 5 and other.retriever.settings.candidates == 7
+    assert base.retriever.settings.rrf_k == settings.rrf_k
+    assert other.index is base.index  # the loaded index itself is shared

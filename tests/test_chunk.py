@@ -86,3 +86,20 @@ def test_pdf_pages_bound_passages(tmp_path):
     assert [s.page for s in sentences] == [1, 1, 2]
     assert [p.page for p in passages] == [1, 2]
     assert doc.text[sentences[2].start:sentences[2].end] == "Page two names the chair."
+
+
+def test_a_long_document_reports_its_own_progress(tmp_path, monkeypatch):
+    """A 35 MB report takes minutes to split: indexing says how far it got inside it."""
+    import qa
+    import qa.chunk
+    import qa.index
+    from qa.settings import Settings
+
+    monkeypatch.setattr(qa.index, "LONG_DOCUMENT", 2000)
+    monkeypatch.setattr(qa.chunk, "PROGRESS_EVERY", 1000)
+    seen = []
+    qa.index_paths([SEEDS], index=tmp_path / "idx", settings=Settings.from_env(),
+                   progress=lambda stage, done, total: seen.append((stage, done, total)))
+    inside = [(done, total) for stage, done, total in seen if stage == "chunking 000_e8572f977ee04a7c.txt (characters)"]
+    assert len(inside) >= 3
+    assert [d for d, _ in inside] == sorted(d for d, _ in inside) and inside[-1][0] == inside[-1][1]

@@ -11,9 +11,10 @@ from tests.conftest import ROOT, SEEDS
 
 
 def test_onnx_query_encoder_matches_sentence_transformers(embedder, seeds_index, settings):
-    target = onnx_cache(settings.model, seeds_index.parent)
-    assert target.exists(), "indexing leaves the ONNX export beside the index"
-    light = get_query_encoder(settings.model, seeds_index.parent)
+    target = onnx_cache(settings.model, settings.model_cache)
+    assert target.exists(), "indexing leaves the ONNX export in the shared model cache"
+    assert not (seeds_index.parent / ".models").exists(), "no export beside the index"
+    light = get_query_encoder(settings.model, settings.model_cache)
     assert isinstance(light, QueryEncoder) and light.dim == embedder.dim == 384
     text = (SEEDS / "000_e8572f977ee04a7c.txt").read_text(encoding="utf-8")
     samples = ["Who will be the spokesperson of the new political alliance?", "P.M.F.", text[:3000],

@@ -179,3 +179,28 @@ def test_financebench_runner_on_a_tiny_fixture(tmp_path, settings):
     assert all(2 in r["cited_pages"] for r in out["items"])
     for r in out["items"]:
         assert r["citation_precision_page"] == r["cited_pages"].count(2) / len(r["cited_pages"])
+
+
+def test_rationale_runner_on_a_tiny_fixture(tmp_path, settings):
+    from qa.evaluation import dataset_for, rationales
+
+    root = tmp_path / "sf"
+    root.mkdir()
+    abstracts = {"11": ["Aspirin lowers the risk of heart attacks.", "The trial enrolled 4,000 adults."],
+                 "22": ["Vitamin D deficiency is common in winter.", "Sunlight exposure raises vitamin D levels."]}
+    (root / "corpus.jsonl").write_text("\n".join(json.dumps({"_id": k, "title": "", "text": " ".join(v)})
+                                                 for k, v in abstracts.items()))
+    (root / "corpus_sentences.jsonl").write_text("\n".join(json.dumps({"_id": k, "sentences": v})
+                                                           for k, v in abstracts.items()))
+    (root / "queries.jsonl").write_text("")
+    claims = [{"_id": "1", "text": "Sunlight exposure raises vitamin D levels.",
+               "evidence": {"22": {"label": "SUPPORT", "sentence_sets": [[1]]}}},
+              {"_id": "2", "text": "Aspirin lowers the risk of heart attacks.",
+               "evidence": {"11": {"label": "SUPPORT", "sentence_sets": [[0]]}}}]
+    path = root / "claims_dev_evidence.jsonl"
+    path.write_text("\n".join(json.dumps(c) for c in claims))
+    assert dataset_for(path) is rationales
+    out = rationales.run_rationale_eval(path, settings, progress=False)
+    assert out["claims"] == 2 and out["with_evidence"] == 2
+    assert out["sentence_recall"] == 1.0 and out["sentence_precision"] > 0.5
+    assert all(r["gold_cited"] == r["gold"] == 1 for r in out["items"])

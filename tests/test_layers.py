@@ -2,8 +2,8 @@
 import ast
 from pathlib import Path
 
-ORDER = ["settings", "types", "load", "chunk", "embed", "index", "question", "retrieve", "extractive", "generate", "cite",
-         "api", "evaluation", "bench", "ui", "cli"]
+ORDER = ["settings", "types", "text", "load", "chunk", "embed", "index", "question", "retrieve", "extractive", "generate",
+         "cite", "api", "evaluation", "bench", "ui", "cli"]
 PKG = Path(__file__).resolve().parent.parent / "qa"
 
 

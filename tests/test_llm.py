@@ -199,3 +199,47 @@ def test_cli_ask_with_local_llm(seeds_index):
     for c in out["citations"]:
         source = (SEEDS / c["doc_id"]).read_text(encoding="utf-8")
         assert source[c["start"]:c["end"]] == c["quote"]
+
+
+def test_fallback_answers_the_condensed_follow_up(seeds_index, settings):
+    """When the model condenses a follow-up and then fails, the extractive fallback answers the
+    condensed question over the same passages (it used to re-retrieve with the bare follow-up)."""
+    standalone = "What did Qais al-Khazali ask the Iraqi government to do?"
+    calls = []
+
+    class CondenseThenFail(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            calls.append(self.path)
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if len(calls) == 1:
+                chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "smollm2",
+                         "choices": [{"index": 0, "delta": {"role": "assistant", "content": standalone},
+                                      "finish_reason": None}]}
+                body = f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+            else:
+                body = b'{"choices": "not what you expected"}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), CondenseThenFail)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        flaky = dataclasses.replace(settings, llm="openai:smollm2", llm_timeout=5,
+                                    llm_base_url=f"http://127.0.0.1:{httpd.server_address[1]}/v1")
+        history = [{"role": "user", "content": "Who heads Asa’ib Ahl al-Haq?"},
+                   {"role": "assistant", "content": "Qais al-Khazali, the head of the Asa’ib Ahl al-Haq, called on "
+                                                    "the Iraqi government to value P.M.F. forces as an asset. [1]"}]
+        a = qa.answer("What did he ask the government to do?", history, index=seeds_index, settings=flaky)
+    finally:
+        httpd.shutdown()
+    assert len(calls) == 2, calls
+    assert a.mode == "extractive-fallback" and a.query.startswith(standalone), (a.mode, a.query)
+    assert "Khazali" in a.citations[0].quote

@@ -28,7 +28,8 @@ def start_server(tmp_path_factory, extra_env=None):
     corpus = base / "corpus"
     shutil.copytree(ROOT / "seeds", corpus)
     port = free_port()
-    env = {**os.environ, "QA_CORPUS": str(corpus), "QA_INDEX": str(base / "index"), **(extra_env or {})}
+    env = {**os.environ, "QA_CORPUS": str(corpus), "QA_INDEX": str(base / "index"),
+           "GRADIO_TEMP_DIR": str(base / "gradio"), **(extra_env or {})}
     log = open(base / "server.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "qa.cli", "chat", "--port", str(port)], cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
@@ -148,6 +149,7 @@ def test_browser_chat_citations_reload_and_upload(server, tmp_path):
         page.locator("#upload input[type=file]").set_input_files([str(note)])
         page.wait_for_function("document.querySelector('#upload-status').innerText.includes('Added')", timeout=120_000)
         assert (server["corpus"] / "harbour.txt").exists()
+        assert not list((server["corpus"].parent / "gradio").rglob("harbour.txt")), "the temporary copy is removed"
         ask(page, "When did the Umm Qasr harbour reopen?")
         last = page.locator(".qa-sources").last.inner_text()
         assert "harbour.txt" in last and "Tuesday" in last
@@ -175,7 +177,7 @@ def test_store_upload_keeps_base_name_type_and_size(tmp_path):
     nested.mkdir(parents=True)
     ok = nested / "brief.md"
     ok.write_text("A short brief.", encoding="utf-8")
-    assert store_upload(tmp_path / "a" / ".." / "a" / "b" / "brief.md", corpus, 1000) == corpus / "brief.md"
+    assert store_upload(tmp_path / "a" / ".." / "a" / "b" / "brief.md", corpus, 1000).path == corpus / "brief.md"
     assert sorted(p.name for p in corpus.iterdir()) == ["brief.md"]
     exe = nested / "tool.exe"
     exe.write_bytes(b"MZ" * 10)
@@ -190,6 +192,55 @@ def test_store_upload_keeps_base_name_type_and_size(tmp_path):
     with pytest.raises(LoadError):
         store_upload(binary, corpus, 1000)
     assert sorted(p.name for p in corpus.iterdir()) == ["brief.md"]
+
+
+def test_links_in_reports_are_shown_as_text():
+    from qa.types import Answer, Citation
+    from qa.ui import render_answer
+
+    quote = "Details at [the portal](https://evil.example/x) and www.evil.example or mail@evil.example."
+    passage = "Before. " + quote + " ![img](http://evil.example/i.png) <a href='http://evil.example'>x</a>"
+    result = Answer(text=quote + " [1]", citations=[Citation("memo.txt", quote, 8, 8 + len(quote), None, passage, 1.0)],
+                    abstained=False, question="q")
+    rendered = render_answer(result, "t1")
+    assert rendered.count("<a ") == 1 and 'class="qa-cite"' in rendered  # only the marker is a link
+    for live in ("http://", "https://", "www.evil", "](", "<a href", "@evil", "!["):
+        assert live not in rendered, live
+    import html
+    assert html.unescape(re.sub(r"<[^>]+>", "", rendered)).count("https://evil.example/x") == 2  # still readable
+
+
+def test_upload_never_replaces_a_different_file(tmp_path):
+    from qa.ui import store_upload
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    original = corpus / "falmouth.txt"
+    original.write_text("The Falmouth packet sailed on Monday.", encoding="utf-8")
+    upload = tmp_path / "upload" / "falmouth.txt"
+    upload.parent.mkdir()
+    upload.write_text("A different report that happens to share the name.", encoding="utf-8")
+    kept = store_upload(upload, corpus, 10_000)
+    assert kept == (corpus / "falmouth-2.txt", "renamed")
+    assert original.read_text(encoding="utf-8") == "The Falmouth packet sailed on Monday."
+    assert kept.path.read_text(encoding="utf-8") == upload.read_text(encoding="utf-8")
+    # the same bytes again, under either name: nothing new is written
+    assert store_upload(upload, corpus, 10_000) == (corpus / "falmouth-2.txt", "identical")
+    same = tmp_path / "falmouth.txt"
+    shutil.copyfile(original, same)
+    assert store_upload(same, corpus, 10_000) == (original, "identical")
+    assert sorted(p.name for p in corpus.iterdir()) == ["falmouth-2.txt", "falmouth.txt"]
+
+
+def test_uploads_go_to_qa_corpus_not_the_index_source(seeds_index, settings, tmp_path):
+    from dataclasses import replace
+
+    from qa.ui import upload_target
+
+    corpus = tmp_path / "uploads"
+    folder, sources = upload_target(seeds_index, replace(settings, corpus=corpus))
+    assert folder == corpus.resolve()
+    assert str(corpus.resolve()) in sources and str((ROOT / "seeds").resolve()) in sources
 
 
 @pytest.mark.llm

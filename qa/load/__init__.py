@@ -30,6 +30,8 @@ BEIR_CORPUS_NAME = "corpus.jsonl"
 MAX_FILE_BYTES = 512 * 1024 * 1024
 MAX_NESTING = 3  # attachments of attachments of attachments
 LOADER_VERSION = "2"
+# BEIR records are read as before: their fingerprints keep version 1, so indexes of them stay valid.
+BEIR_VERSION = "1"
 Reader = Callable[[bytes, str, "Progress | None"], "list[Part | Attachment]"]
 
 
@@ -125,7 +127,7 @@ def load_bytes(raw: bytes, doc_id: str, name: str, progress: Progress | None = N
     if not raw.strip():
         raise LoadError("empty file")
     if Path(name).name == BEIR_CORPUS_NAME or suffix == ".jsonl":
-        yield from beir_documents(raw, LOADER_VERSION)
+        yield from beir_documents(raw, BEIR_VERSION)
         return
     fmt = LOADERS.get(suffix)
     if fmt is None:
