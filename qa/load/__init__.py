@@ -29,7 +29,7 @@ log = logging.getLogger("qa")
 BEIR_CORPUS_NAME = "corpus.jsonl"
 MAX_FILE_BYTES = 512 * 1024 * 1024
 MAX_NESTING = 3  # attachments of attachments of attachments
-LOADER_VERSION = "2"
+LOADER_VERSION = "3"
 # BEIR records are read as before: their fingerprints keep version 1, so indexes of them stay valid.
 BEIR_VERSION = "1"
 Reader = Callable[[bytes, str, "Progress | None"], "list[Part | Attachment]"]
