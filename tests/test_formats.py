@@ -326,7 +326,8 @@ def test_one_loader_table_feeds_cli_upload_and_readme(capsys):
     assert set(re.findall(r"\.\w+", formats_line.split("#", 1)[1])) >= set(SUPPORTED_SUFFIXES)
     with pytest.raises(SystemExit):
         main(["index", "--help"])
-    assert all(suffix in capsys.readouterr().out for suffix in SUPPORTED_SUFFIXES)
+    shown = capsys.readouterr().out
+    assert [s for s in SUPPORTED_SUFFIXES if s not in shown] == [], shown
 
 
 # ---------------------------------------------------------------- format invariance (eval/seeds.jsonl)
@@ -406,3 +407,28 @@ def test_answers_and_citations_do_not_depend_on_the_format(seed_copies, embedder
     for kind, tolerance in (("pdf", 0.02), ("docx", 0.02), ("scan", 0.05)):
         for metric in ("answer_recall", "citation_precision"):
             assert abs(figures[kind][metric] - base[metric]) <= tolerance, (kind, metric, figures)
+
+
+def test_without_tesseract_a_scan_page_is_reported_and_text_pages_still_load(tmp_path, monkeypatch, caplog):
+    # Provoked failure: tesseract missing from PATH.
+    import qa.load.ocr
+    from PIL import Image
+
+    from tests.pdfs import write_pdf
+
+    text_pdf = write_pdf(tmp_path / "text.pdf", ["Revenue rose to 17,606 million."])
+    Image.new("L", (600, 800), 255).save(tmp_path / "blank.pdf", "PDF")
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter()
+    writer.add_page(PdfReader(text_pdf).pages[0])
+    writer.add_page(PdfReader(tmp_path / "blank.pdf").pages[0])
+    with open(tmp_path / "mixed.pdf", "wb") as fh:
+        writer.write(fh)
+    monkeypatch.setattr(qa.load.ocr, "ocr_available", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="qa"):
+        doc = _one(tmp_path / "mixed.pdf")
+    assert [p.number for p in doc.pages] == [1] and "17,606" in doc.text
+    assert any("page 2" in r.getMessage() and "tesseract" in r.getMessage().lower() for r in caplog.records)
+    with pytest.raises(LoadError, match="Tesseract is not installed"):
+        list(load_file(tmp_path / "blank.pdf"))

@@ -29,7 +29,7 @@ log = logging.getLogger("qa")
 BEIR_CORPUS_NAME = "corpus.jsonl"
 MAX_FILE_BYTES = 512 * 1024 * 1024
 MAX_NESTING = 3  # attachments of attachments of attachments
-LOADER_VERSION = "2"
+LOADER_VERSION = "3"
 # BEIR records are read as before: their fingerprints keep version 1, so indexes of them stay valid.
 BEIR_VERSION = "1"
 Reader = Callable[[bytes, str, "Progress | None"], "list[Part | Attachment]"]
@@ -93,7 +93,7 @@ def load_corpus(paths: Sequence[str | Path], *, follow_symlinks: bool = False,
             if refusal:
                 skipped.append(_skip(file, refusal))
                 continue
-            pager = (lambda page, total, _f=str(file): progress(_f, page, total)) if progress else None
+            pager = (lambda page, total, _f=str(file): progress(_f, page, total)) if progress else _page_log(file)
             try:
                 loaded = list(_load_path(file, doc_id, pager))
             except LoadError as exc:
@@ -182,6 +182,15 @@ def _walk(root: Path, follow_symlinks: bool) -> Iterable[tuple[Path, str, str]]:
                                          "(QA_FOLLOW_SYMLINKS=1 allows it)")
             continue
         yield file, rel.as_posix(), ""
+
+
+def _page_log(file: Path) -> Progress:
+    """Without a progress callback, a long file still says how far it got (every 50 pages)."""
+    def report(page: int, total: int) -> None:
+        if total >= 100 and (page % 50 == 0 or page == total):
+            log.info("%s: page %d of %d", file, page, total)
+
+    return report
 
 
 def _skip(path: Path, reason: str) -> Skipped:

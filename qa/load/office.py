@@ -80,7 +80,9 @@ def read_pptx(raw: bytes, name: str, progress: Progress | None = None) -> list[P
         total = len(deck.slides)
         for number, slide in enumerate(deck.slides, start=1):
             blocks: list[str] = []
-            shapes = sorted(_shapes(slide.shapes), key=lambda s: (s is not slide.shapes.title, s.top or 0, s.left or 0))
+            title = slide.shapes.title
+            title_id = title.shape_id if title is not None else None
+            shapes = sorted(_shapes(slide.shapes), key=lambda s: (s.shape_id != title_id, s.top or 0, s.left or 0))
             for shape in shapes:
                 if getattr(shape, "has_table", False) and shape.has_table:
                     rows = ["\t".join(" ".join(c.text.split()) for c in row.cells) for row in shape.table.rows]

@@ -15,9 +15,8 @@ from qa.types import Page
 
 # A line-end hyphen whose fate (compound word or hyphenated word) the whole document decides.
 HYPHEN_MARK = "\ufffe"
-_MARKED = re.compile(r"(\w+)" + HYPHEN_MARK + r"\s*(\w+)")
+_MARKED = re.compile(r"(\w+)" + HYPHEN_MARK + r"(\w+)")
 _WORD = re.compile(r"\w+(?:-\w+)*")
-_PREFIXES = frozenset("anti counter multi inter intra semi self well long short high post over under".split())
 Progress = Callable[[int, int], None]
 
 
@@ -70,10 +69,10 @@ def join_pages(pages: Iterable[tuple[int, str]]) -> tuple[str, tuple[Page, ...]]
 def resolve_hyphens(texts: list[str]) -> list[str]:
     """Decide each marked line-end hyphen with the document's own words.
 
-    "govern-/ment" is rejoined as "government" when the document uses that word elsewhere (or
-    never uses the hyphenated form); "Iranian-/backed" keeps its hyphen when the document writes
-    "Iranian-backed" elsewhere. Unknown cases join when the second half starts in lower case
-    and the first half is neither a name, a short prefix nor a common compound head.
+    "govern-/ment" is rejoined as "government" when the document uses that word elsewhere;
+    otherwise the hyphen stays ("wholly-/owned", "Iranian-/backed"): reports printed from Word
+    or a browser are not hyphenated by the typesetter, so a line-end hyphen is usually the
+    writer's own.
     """
     if not any(HYPHEN_MARK in t for t in texts):
         return texts
@@ -90,8 +89,6 @@ def resolve_hyphens(texts: list[str]) -> list[str]:
         if words[hyphened] > words[joined]:
             return f"{head}-{tail}"
         if words[joined]:
-            return head + tail
-        if tail[:1].islower() and not head[:1].isupper() and len(head) > 3 and head.lower() not in _PREFIXES:
             return head + tail
         return f"{head}-{tail}"
 

@@ -100,6 +100,7 @@ def read_pdf(raw: bytes, name: str, progress: Progress | None = None) -> list[Pa
         raise LoadError(f"broken PDF: {exc}") from exc
     pages: list[tuple[int, list[_Seg] | str]] = []
     empty: list[int] = []
+    why = ""
     try:
         total = len(pdf)
         for index in range(total):
@@ -110,12 +111,19 @@ def read_pdf(raw: bytes, name: str, progress: Progress | None = None) -> list[Pa
                 if has_text:
                     pages.append((number, _Layout(segs, width)))  # type: ignore[arg-type]
                 elif has_image or segs is None:
-                    text = _ocr_page(page, name, number)
+                    try:
+                        text = _ocr_page(page, name, number)
+                    except LoadError as exc:  # no Tesseract, or OCR timed out: the other pages still load
+                        text, why = "", str(exc)
+                        log.warning("%s", exc)
+                    else:
+                        why = "it has no text layer and OCR found no text"
+                        if not text.strip():
+                            log.warning("%s: page %d has no text layer and OCR found no text", name, number)
                     if text.strip():
                         pages.append((number, text))
                     else:
                         empty.append(number)
-                        log.warning("%s: page %d has no text layer and OCR found no text", name, number)
             finally:
                 page.close()
             if progress:
@@ -129,7 +137,7 @@ def read_pdf(raw: bytes, name: str, progress: Progress | None = None) -> list[Pa
     texts = _assemble(pages)
     text, spans = join_pages(zip([n for n, _ in pages], texts))
     if not text.strip() and empty:
-        raise LoadError(f"no text: page(s) {_ranges(empty)} have no text layer and OCR found no text")
+        raise LoadError(f"no text: page(s) {_ranges(empty)}: {why}")
     return [Part(text, spans)]
 
 

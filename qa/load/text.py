@@ -93,7 +93,7 @@ def html_text(markup: str, *, max_depth: int = MAX_HTML_DEPTH, seconds: float = 
     if depth > max_depth:
         raise LoadError(f"HTML nested {depth} levels deep (limit {max_depth})")
     try:
-        parser = lxml.html.HTMLParser(remove_comments=True, remove_pis=True, huge_tree=True)
+        parser = lxml.html.HTMLParser(remove_comments=True, remove_pis=True, huge_tree=True, encoding="utf-8")
         root = lxml.html.document_fromstring(markup.encode("utf-8"), parser=parser)
     except (etree.ParserError, ValueError) as exc:
         raise LoadError(f"unreadable HTML: {exc}") from exc
