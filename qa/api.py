@@ -105,13 +105,13 @@ def answer_stream(
         try:
             standalone = generator.condense(question, history or [])
             if 3 <= len(standalone) <= 4 * len(question) + 200:
-                query = Query(standalone, query.context)
+                query = Query(standalone, query.context, query.referents)
         except LLMError as exc:
             log.warning("could not condense the follow-up, using the history instead: %s", exc)
     vector, bare = engine.retriever.embed_parts(query)
     k = top_k or settings.top_k
     # Passages that are nothing but instructions to a model are never shown or quoted.
-    found = retrieve(engine, query, k + 3, doc_ids, vector, settings)
+    found = retrieve(engine, query, k + 3, doc_ids, vector)
     passages = [p for p in found if clean_text(p.text)][:k]
     if not passages:
         yield not_found(question, query=query.text, why="no indexed passage matches")
@@ -163,7 +163,7 @@ def clean_question(question: str, limit: int) -> str:
     return question
 
 
-def retrieve(engine: Engine, query: Query, k: int, doc_ids: Sequence[str] | None, vector, settings: Settings) -> list:
+def retrieve(engine: Engine, query: Query, k: int, doc_ids: Sequence[str] | None, vector) -> list:
     """The passages an answer is made from (the eval measures retrieval through this too)."""
     return engine.retriever.search(query, k, doc_ids=doc_ids, vector=vector)
 

@@ -148,7 +148,7 @@ def run_qa_eval(path: Path, settings: Settings, *, index: str | None = None, lim
         result = answer(item["question"], history, index=index, settings=settings)
         latencies.append(time.perf_counter() - started)
         query = resolve_query(item["question"], history)
-        retrieved = retrieve(engine, query, max(KS), None, engine.retriever.embed_query(query), settings)
+        retrieved = retrieve(engine, query, max(KS), None, engine.retriever.embed_query(query))
         rows.append(score_item(item, result, engine.index, retrieved))
         if progress:
             print(f"\r{n}/{len(items)} items", end="", file=sys.stderr)
