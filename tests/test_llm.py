@@ -4,6 +4,7 @@ Every answer goes through ``qa.answer`` (checked verbatim by conftest). Failures
 endpoint are provoked with real sockets: nothing listening, a server that never
 replies, a server that replies with garbage.
 """
+import contextlib
 import dataclasses
 import http.server
 import json
@@ -125,12 +126,22 @@ def test_timeout_falls_back_to_extractive(seeds_index, settings):
         server.close()
 
 
-def test_malformed_reply_falls_back_to_extractive(seeds_index, settings):
-    class Garbage(http.server.BaseHTTPRequestHandler):
+GARBAGE = ("application/json", b'{"choices": "not what you expected"}')
+
+
+@contextlib.contextmanager
+def misbehaving_endpoint(replies: list, calls: list | None = None):
+    """A real HTTP server on 127.0.0.1 answering the n-th POST with ``replies[n]`` (the last one after
+    that), each a (content type, body); yields its OpenAI-style base URL."""
+    calls = [] if calls is None else calls
+
+    class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self):
-            body = b'{"choices": "not what you expected"}'
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            kind, body = replies[min(len(calls), len(replies) - 1)]
+            calls.append(self.path)
             self.send_response(200)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -138,15 +149,19 @@ def test_malformed_reply_falls_back_to_extractive(seeds_index, settings):
         def log_message(self, *args):
             pass
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Garbage)
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
-        bad = dataclasses.replace(settings, llm="openai:smollm2", llm_timeout=5,
-                                  llm_base_url=f"http://127.0.0.1:{httpd.server_address[1]}/v1")
-        a = qa.answer(Q, index=seeds_index, settings=bad)
-        assert a.mode == "extractive-fallback" and a.citations and "Asadi" in a.text
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
     finally:
         httpd.shutdown()
+
+
+def test_malformed_reply_falls_back_to_extractive(seeds_index, settings):
+    with misbehaving_endpoint([GARBAGE]) as url:
+        bad = dataclasses.replace(settings, llm="openai:smollm2", llm_timeout=5, llm_base_url=url)
+        a = qa.answer(Q, index=seeds_index, settings=bad)
+    assert a.mode == "extractive-fallback" and a.citations and "Asadi" in a.text
 
 
 @pytest.fixture(scope="module")
@@ -206,40 +221,15 @@ def test_fallback_answers_the_condensed_follow_up(seeds_index, settings):
     condensed question over the same passages (it used to re-retrieve with the bare follow-up)."""
     standalone = "What did Qais al-Khazali ask the Iraqi government to do?"
     calls = []
-
-    class CondenseThenFail(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            calls.append(self.path)
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            if len(calls) == 1:
-                chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "smollm2",
-                         "choices": [{"index": 0, "delta": {"role": "assistant", "content": standalone},
-                                      "finish_reason": None}]}
-                body = f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/event-stream")
-            else:
-                body = b'{"choices": "not what you expected"}'
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), CondenseThenFail)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        flaky = dataclasses.replace(settings, llm="openai:smollm2", llm_timeout=5,
-                                    llm_base_url=f"http://127.0.0.1:{httpd.server_address[1]}/v1")
-        history = [{"role": "user", "content": "Who heads Asa’ib Ahl al-Haq?"},
-                   {"role": "assistant", "content": "Qais al-Khazali, the head of the Asa’ib Ahl al-Haq, called on "
-                                                    "the Iraqi government to value P.M.F. forces as an asset. [1]"}]
+    chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "smollm2",
+             "choices": [{"index": 0, "delta": {"role": "assistant", "content": standalone}, "finish_reason": None}]}
+    condensed = ("text/event-stream", f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode())
+    history = [{"role": "user", "content": "Who heads Asa’ib Ahl al-Haq?"},
+               {"role": "assistant", "content": "Qais al-Khazali, the head of the Asa’ib Ahl al-Haq, called on "
+                                                "the Iraqi government to value P.M.F. forces as an asset. [1]"}]
+    with misbehaving_endpoint([condensed, GARBAGE], calls) as url:
+        flaky = dataclasses.replace(settings, llm="openai:smollm2", llm_timeout=5, llm_base_url=url)
         a = qa.answer("What did he ask the government to do?", history, index=seeds_index, settings=flaky)
-    finally:
-        httpd.shutdown()
     assert len(calls) == 2, calls
     assert a.mode == "extractive-fallback" and a.query.startswith(standalone), (a.mode, a.query)
     assert "Khazali" in a.citations[0].quote
