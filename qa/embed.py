@@ -71,6 +71,46 @@ class Embedder:
             )
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
+    def encode_with_spans(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]], *,
+                          batch_size: int | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Each text's vector and, from the same forward pass, a vector per character span.
+
+        A span's vector is the normalized mean of the token embeddings that fall inside it,
+        the model's own pooling applied to part of the text: sentences get vectors without
+        a second pass over their words. The text vector equals :meth:`encode`'s.
+        """
+        import torch
+
+        model = self._model
+        tokenizer = model.tokenizer
+        limit = int(model.get_max_seq_length() or 256)
+        size = batch_size or self.batch_size
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        text_out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        span_out: list[np.ndarray] = [np.zeros((len(s), self.dim), dtype=np.float32) for s in spans]
+        with self._lock, torch.inference_mode():
+            for lo in range(0, len(order), size):
+                rows = order[lo:lo + size]
+                enc = tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=limit,
+                                return_offsets_mapping=True, return_tensors="pt")
+                offsets = enc.pop("offset_mapping").numpy()
+                features = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+                tokens = model[0](dict(features))["token_embeddings"].float().numpy()
+                mask = features["attention_mask"].numpy().astype(np.float32)
+                pooled = (tokens * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1e-9)
+                text_out[rows] = pooled
+                for b, i in enumerate(rows):
+                    # special tokens have (0, 0) offsets and no characters of their own
+                    starts, ends = offsets[b, :, 0], offsets[b, :, 1]
+                    real = (ends > starts) & (mask[b] > 0)
+                    for j, (s, e) in enumerate(spans[i]):
+                        inside = real & (starts < e) & (ends > s)
+                        span_out[i][j] = tokens[b][inside].mean(0) if inside.any() else pooled[b]
+        text_out /= np.maximum(np.linalg.norm(text_out, axis=1, keepdims=True), 1e-12)
+        for vecs in span_out:
+            vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        return text_out, span_out
+
 
     def export_onnx(self, target: Path) -> Path:
         """Write this model's transformer as ONNX (once), for the light query encoder.

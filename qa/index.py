@@ -267,8 +267,13 @@ def build_index(
         if progress:
             progress("chunking", doc_i + 1, len(documents))
 
-    p_vecs, s_vecs = _embed_unique(embedder, fresh_p_text, fresh_s_text, settings.batch_size, progress)
-    report.embedded_passages, report.embedded_sentences = len(fresh_p_text), len(fresh_s_text)
+    if settings.sentence_vectors == "derived":
+        p_vecs, s_vecs = _embed_derived(embedder, fresh_p_text, fresh_s_text, doc_blocks, fresh_slots,
+                                        settings.batch_size, progress)
+    else:
+        p_vecs, s_vecs = _embed_unique(embedder, fresh_p_text, fresh_s_text, settings.batch_size, progress)
+    report.embedded_passages = len(fresh_p_text)
+    report.embedded_sentences = len(fresh_s_text) if settings.sentence_vectors != "derived" else 0
     p_off = s_off = 0
     for block, n_p, n_s in fresh_slots:
         p_tab, s_tab, _, _ = doc_blocks[block]
@@ -317,6 +322,45 @@ def _embed_unique(embedder: Embedder, p_text: list[str], s_text: list[str], batc
     pos = {t: i for i, t in enumerate(unique)}
     take = lambda texts: vectors[[pos[t] for t in texts]] if texts else np.zeros((0, embedder.dim), np.float32)
     return take(p_text), take(s_text)
+
+
+def _embed_derived(embedder: Embedder, p_text: list[str], s_text: list[str], blocks: list,
+                   slots: list[tuple[int, int, int]], batch_size: int, progress: Progress | None) -> tuple[np.ndarray, np.ndarray]:
+    """Passage vectors and, from the same forward pass, each sentence's pooled tokens.
+
+    A sentence shared by two passages (the overlap) takes its vector from the first.
+    """
+    spans: list[list[tuple[int, int]]] = []
+    owners: list[tuple[int, int] | None] = []  # per fresh sentence, in table order: (fresh passage, span)
+    for block, _, _ in slots:
+        p_tab, s_tab = blocks[block][0], blocks[block][1]
+        found: list[tuple[int, int] | None] = [None] * len(s_tab)
+        for _, p0, _, _, f, l in p_tab.tolist():
+            spans.append([(int(s_tab[r, 1]) - p0, int(s_tab[r, 2]) - p0) for r in range(f, l)])
+            for j, r in enumerate(range(f, l)):
+                if found[r] is None:
+                    found[r] = (len(spans) - 1, j)
+        owners.extend(found)
+    if progress:
+        progress("embedding", 0, len(p_text))
+    p_vecs = np.zeros((len(p_text), embedder.dim), dtype=np.float32)
+    span_vecs: list[np.ndarray] = [np.zeros((0, embedder.dim), np.float32)] * len(p_text)
+    block = max(batch_size * 8, 256)
+    for lo in range(0, len(p_text), block):
+        vecs, by_span = embedder.encode_with_spans(p_text[lo:lo + block], spans[lo:lo + block],
+                                                   batch_size=batch_size)
+        p_vecs[lo:lo + len(vecs)] = vecs
+        span_vecs[lo:lo + len(vecs)] = by_span
+        if progress:
+            progress("embedding", min(lo + block, len(p_text)), len(p_text))
+    s_vecs = np.zeros((len(owners), embedder.dim), dtype=np.float32)
+    for n, owner in enumerate(owners):
+        if owner is not None:
+            s_vecs[n] = span_vecs[owner[0]][owner[1]]
+    alone = [n for n, owner in enumerate(owners) if owner is None]
+    if alone:  # a sentence in no passage (not made by chunk_document today): embed it by itself
+        s_vecs[alone] = embedder.encode([s_text[n] for n in alone], batch_size=batch_size)
+    return p_vecs, s_vecs
 
 
 def _concat_tables(blocks: list) -> tuple[np.ndarray, np.ndarray]:

@@ -85,6 +85,9 @@ class Settings:
     # fused with this RRF weight (0: off). Off until measured on SciFact: on the news dev split it
     # lifts paraphrases 0.33 -> 0.47 and evidence@5 +0.015, on the seeds it costs one multidoc item.
     sentence_weight: float = 0.0
+    # Sentence vectors: "separate" embeds every sentence on its own; "derived" pools each
+    # sentence's tokens out of its passage's forward pass (one pass for both, half the build).
+    sentence_vectors: str = "separate"
     # Extractive answering; the threshold is calibrated on eval/seeds.jsonl
     # (see eval/README.md), never per question.
     abstain_below: float = 0.55
@@ -135,7 +138,7 @@ class Settings:
             "chunk_chars": self.chunk_chars,
             "chunk_overlap": self.chunk_overlap,
             "segmenter": "pysbd+rules/1",
-        }
+        } | ({} if self.sentence_vectors == "separate" else {"sentence_vectors": self.sentence_vectors})
 
     def fingerprint(self) -> str:
         """A short hash of :meth:`index_params`."""
