@@ -22,7 +22,7 @@ import numpy as np
 from qa.api import get_engine
 from qa.embed import get_embedder
 from qa.evaluate import _cache_dir, _qrels_file, ndcg, read_qrels
-from qa.index import P_DOC, terms
+from qa.index import terms
 from qa.retrieve import reciprocal_rank_fusion
 from qa.settings import Settings
 
@@ -37,10 +37,8 @@ def main(path: Path) -> dict:
     queries = {q["_id"]: q["text"] for q in map(json.loads, open(path / "queries.jsonl", encoding="utf-8"))
                if q["_id"] in qrels}
     ids = sorted(queries)
-    texts = []
-    for row in index.passages:
-        doc = index.documents[int(row[P_DOC])]
-        texts.append(doc.text[int(row[1]):int(row[2])])
+    store = index.store
+    texts = list(store.passage_texts(store.ids))
     fp32_model = embedder._model
     int8_model = torch.ao.quantization.quantize_dynamic(copy.deepcopy(fp32_model), {torch.nn.Linear}, dtype=torch.qint8)
     out: dict = {"passages": len(texts), "queries": len(ids)}
@@ -53,7 +51,7 @@ def main(path: Path) -> dict:
 
     for name, model in (("fp32", fp32_model), ("int8", int8_model)):
         if name == "fp32":
-            vectors = np.asarray(index.passage_vectors, dtype=np.float32)
+            vectors = store.passage_vectors(store.ids)
         else:
             vectors = model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
         flat = faiss.IndexFlatIP(vectors.shape[1])
@@ -62,12 +60,12 @@ def main(path: Path) -> dict:
         scores, rows = flat.search(np.ascontiguousarray(qv, dtype=np.float32), 1000)
         dense_ndcg, hybrid_ndcg = [], []
         for qid, row_ids, row_scores in zip(ids, rows, scores):
-            dense = [(int(r), float(s)) for r, s in zip(row_ids, row_scores) if r >= 0]
+            dense = [(int(store.ids[r]), float(s)) for r, s in zip(row_ids, row_scores) if r >= 0]
             bm25 = engine.retriever.keyword(terms(queries[qid]), 1000)
             for ranking, bucket in ((dense, dense_ndcg), (reciprocal_rank_fusion([dense, bm25], settings.rrf_k), hybrid_ndcg)):
                 docs: list[str] = []
-                for r, _ in ranking:
-                    d = index.doc_ids[int(index.passages[r, P_DOC])]
+                for pid, _ in ranking:
+                    d = store.passage(pid).doc_id
                     if d not in docs:
                         docs.append(d)
                 bucket.append(ndcg(docs, qrels[qid], 10))

@@ -150,7 +150,7 @@ def format_scale(rows: Sequence[dict]) -> str:
 def _scale_build(texts_from: str, target: str, n: str) -> dict:
     import numpy as np
 
-    from qa.index import Index, _keyword_index, dense_index, save_index
+    from qa.index import BM25_B, BM25_K1, FORMAT_VERSION, Bm25Search, FaissSearch, Index, PassageStore, save_index
     from qa.load import load_corpus
     from qa.chunk import split_sentences
     from qa.types import Document
@@ -186,17 +186,18 @@ def _scale_build(texts_from: str, target: str, n: str) -> dict:
     centers = rng.standard_normal((1024, 384)).astype(np.float32)
     vectors = centers[rng.integers(0, 1024, n)] + 0.6 * rng.standard_normal((n, 384)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    store = PassageStore(documents, passages, np.arange(n, dtype=np.int64), sentences, vectors, vectors)
     t0 = time.perf_counter()
-    dense, kind = dense_index(vectors)
+    dense = FaissSearch.build(store.ids, vectors, store.passage_vectors)
+    kind = dense.kind
     dense_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    texts = (documents[int(r[0])].text[int(r[1]):int(r[2])] for r in passages)
-    keyword, vocab, doc_freq = _keyword_index(texts)
+    keyword = Bm25Search.build(store.ids, store.passage_texts(store.ids), store.passage_texts)
     bm25_s = time.perf_counter() - t0
-    manifest = {"format": 2, "params": settings.index_params(), "dimension": 384,
+    manifest = {"format": FORMAT_VERSION, "params": settings.index_params(), "dimension": 384,
                 "documents": {d.doc_id: d.fingerprint for d in documents}, "passages": n, "sentences": n,
-                "dense": kind, "bm25": {}, "synthetic_vectors": True}
-    index = Index(manifest, documents, passages, sentences, vectors, vectors, dense, keyword, vocab, doc_freq)
+                "next_id": n, "dense": kind, "bm25": {"k1": BM25_K1, "b": BM25_B}, "synthetic_vectors": True}
+    index = Index(manifest, store, dense, keyword)
     t0 = time.perf_counter()
     save_index(index, Path(target))
     return {"dense_kind": kind, "dense_build_s": round(dense_s, 2), "bm25_build_s": round(bm25_s, 2),
@@ -222,14 +223,14 @@ def _scale_query(target: str, queries: str) -> dict:
     verified_s = time.perf_counter() - t0
     retriever = Retriever(index, embedder, settings)
     rng = np.random.default_rng(1)
-    n = len(index.passages)
-    picks = rng.integers(0, n, int(queries))
-    vectors = np.asarray(index.passage_vectors[np.sort(picks)]) + (0.3 / np.sqrt(384)) * rng.standard_normal((len(picks), 384)).astype(np.float32)
+    store = index.store
+    n = len(store)
+    picks = store.ids[np.sort(rng.integers(0, n, int(queries)))]
+    vectors = store.passage_vectors(picks) + (0.3 / np.sqrt(384)) * rng.standard_normal((len(picks), 384)).astype(np.float32)
     vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
     dense_ms, bm25_ms, hybrid_ms, found = [], [], [], []
-    for row, vec in zip(np.sort(picks), vectors):
-        doc_i, start, end = (int(x) for x in index.passages[row, :3])
-        question = " ".join(index.documents[doc_i].text[start:end].split()[:8])
+    for pid, vec in zip(picks.tolist(), vectors):
+        question = " ".join(store.passage(pid).text.split()[:8])
         t = time.perf_counter()
         found.append({i for i, _ in retriever.dense(vec, 10)})
         dense_ms.append((time.perf_counter() - t) * 1000)
@@ -244,11 +245,12 @@ def _scale_query(target: str, queries: str) -> dict:
     exact_best = np.full((len(vectors), 10), -np.inf, dtype=np.float32)
     exact_ids = np.zeros((len(vectors), 10), dtype=np.int64)
     for lo in range(0, n, 100_000):
-        scores = vectors @ np.asarray(index.passage_vectors[lo:lo + 100_000]).T
+        chunk = store.ids[lo:lo + 100_000]
+        scores = vectors @ store.passage_vectors(chunk).T
         k = min(10, scores.shape[1])
         top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         cand_s = np.concatenate([exact_best, np.take_along_axis(scores, top, 1)], axis=1)
-        cand_i = np.concatenate([exact_ids, top + lo], axis=1)
+        cand_i = np.concatenate([exact_ids, chunk[top]], axis=1)
         keep = np.argsort(-cand_s, axis=1)[:, :10]
         exact_best, exact_ids = np.take_along_axis(cand_s, keep, 1), np.take_along_axis(cand_i, keep, 1)
     recall = float(np.mean([len(set(e.tolist()) & f) / 10 for e, f in zip(exact_ids, found)]))

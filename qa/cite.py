@@ -107,7 +107,7 @@ def verify(question: str, draft: str, passages: Sequence[Passage], index: Index,
     claims = _claims(draft)
     if not claims or not passages:
         return None, []
-    rows_by_passage = [[r for r in index.sentence_rows(p.passage_id) if not _is_instruction_row(index, r)]
+    rows_by_passage = [[r for r in index.store.sentence_rows(p.passage_id) if not _is_instruction_row(index, r)]
                        for p in passages]
     vectors = embedder.encode([text for text, _ in claims])
     parsed = parse([text for text, _ in claims], cache=False)
@@ -126,9 +126,8 @@ def verify(question: str, draft: str, passages: Sequence[Passage], index: Index,
     for c in kept:
         assert c.row is not None
         if c.row not in seen:
-            doc_i, start, end, page = (int(x) for x in index.sentences[c.row, :4])
-            doc = index.documents[doc_i]
-            citations.append(Citation(doc.doc_id, doc.text[start:end], start, end, None if page < 0 else page,
+            at = index.store.sentence(c.row)
+            citations.append(Citation(at.doc_id, index.store.sentence_text(c.row), at.start, at.end, at.page,
                                       owner[c.row].text, round(c.similarity, 4)))
             seen[c.row] = len(citations)
         body, stop = (c.text[:-1], c.text[-1]) if c.text[-1] in ".!?" else (c.text, ".")
@@ -183,7 +182,7 @@ def _check(text: str, markers: tuple[int, ...], pool: list[int], vector: np.ndar
     if not pool:
         return Check(text, markers, False, 0.0, (), None, reason="nothing to check against")
     rows = np.asarray(sorted(set(pool)), dtype=np.int64)
-    sims = np.asarray(index.sentence_vectors[rows]) @ vector
+    sims = index.store.sentence_vectors(rows) @ vector
     order = [int(i) for i in np.argsort(-sims)[:5].tolist()]
     if claim_doc is None:
         claim_doc = parse([text], cache=False)[0]
@@ -489,14 +488,12 @@ def refers_back(sentence: str) -> bool:
 
 def _antecedent(index: Index, row: int) -> str:
     """The sentence before ``row`` in the same document ('' at a document's start)."""
-    if row == 0 or int(index.sentences[row - 1, 0]) != int(index.sentences[row, 0]):
-        return ""
-    return _sentence(index, row - 1)
+    prior = index.store.previous_sentence(row)
+    return "" if prior is None else _sentence(index, prior)
 
 
 def _sentence(index: Index, row: int) -> str:
-    doc_i, start, end = (int(x) for x in index.sentences[row, :3])
-    return index.documents[doc_i].text[start:end]
+    return index.store.sentence_text(row)
 
 
 def _is_instruction_row(index: Index, row: int) -> bool:
@@ -556,14 +553,13 @@ def check_text(text: str, sources: Callable[[str], Sequence[Passage]], index: In
     out = []
     for (sentence, _), vector, claim_doc in zip(claims, vectors, parsed):
         passages = list(sources(sentence))
-        pool = [r for p in passages for r in index.sentence_rows(p.passage_id) if not _is_instruction_row(index, r)]
+        pool = [r for p in passages for r in index.store.sentence_rows(p.passage_id) if not _is_instruction_row(index, r)]
         check = _check(sentence, (), pool, vector, index, settings, claim_doc)
         citation = None
         if check.row is not None and check.verdict != "unsupported":
-            owner = next((p for p in passages if check.row in index.sentence_rows(p.passage_id)), None)
-            doc_i, start, end, page = (int(x) for x in index.sentences[check.row, :4])
-            doc = index.documents[doc_i]
-            citation = Citation(doc.doc_id, doc.text[start:end], start, end, None if page < 0 else page,
-                                owner.text if owner else doc.text[start:end], round(check.similarity, 4))
+            owner = next((p for p in passages if check.row in index.store.sentence_rows(p.passage_id)), None)
+            at, quote = index.store.sentence(check.row), index.store.sentence_text(check.row)
+            citation = Citation(at.doc_id, quote, at.start, at.end, at.page, owner.text if owner else quote,
+                                round(check.similarity, 4))
         out.append(SentenceCheck(sentence, check.verdict, citation, check.score, check.reason, check.uncertain))
     return out

@@ -215,7 +215,7 @@ def unknown_names(shape: QuestionShape, index: Index) -> list[str]:
     seen: set[str] = set()
     for word in shape.names:
         stems = name_stems(word)
-        if stems and all(s not in index.vocab for s in stems) and stems[0] not in seen:
+        if stems and all(not index.keyword.doc_freq(s) for s in stems) and stems[0] not in seen:
             missing.append(word)
             seen.add(stems[0])
     return missing
@@ -231,12 +231,13 @@ def score_sentences(query: Query, shape: QuestionShape, vector: np.ndarray, pass
     bare_weights = term_weights(Query(query.question), index, rules) if query.context else weights
     rows: dict[int, Passage] = {}
     for p in passages:
-        for row in index.sentence_rows(p.passage_id):
+        for row in index.store.sentence_rows(p.passage_id):
             rows.setdefault(row, p)
     if not rows:
         return []
+    store = index.store
     order = np.fromiter(rows, dtype=np.int64)
-    vectors = np.asarray(index.sentence_vectors[order])
+    vectors = store.sentence_vectors(order)
     dense = vectors @ vector
     dense_bare = vectors @ bare if bare is not None and query.context else dense
     said_folded = " ".join(said.split())
@@ -246,26 +247,24 @@ def score_sentences(query: Query, shape: QuestionShape, vector: np.ndarray, pass
 
     def passage_terms(p: Passage) -> set[str]:
         if p.passage_id not in passage_cache:
-            doc = index.documents[index.doc_pos[p.doc_id]]
+            doc = store.document(p.doc_id)
             passage_cache[p.passage_id] = set(terms(p.text)) | set(terms(doc.title or doc.text[:200]))
         return passage_cache[p.passage_id]
 
-    def sentence_terms(r: int, text: str) -> set[str]:
+    def sentence_terms(r: int) -> set[str]:
         if r not in seen_terms:
-            seen_terms[r] = set(terms(text[int(index.sentences[r, 1]):int(index.sentences[r, 2])]))
+            seen_terms[r] = set(terms(store.sentence_text(r)))
         return seen_terms[r]
 
     for row, sim, sim_bare in zip(order.tolist(), dense.tolist(), dense_bare.tolist()):
+        at = store.sentence(row)
         start, end = _trim_label(index, row)
-        doc_i = int(index.sentences[row, 0])
-        text = index.documents[doc_i].text
-        sentence = text[start:end]
+        sentence = store.document(at.doc_id).text[start:end]
         if is_question_sentence(sentence) or is_instruction(sentence):
             continue  # text that tries to steer a model is never quoted
-        own = set(terms(sentence)) if start != int(index.sentences[row, 1]) else sentence_terms(row, text)
-        before: set[str] = set()
-        if row > 0 and int(index.sentences[row - 1, 0]) == doc_i:
-            before = sentence_terms(row - 1, text)
+        own = set(terms(sentence)) if start != at.start else sentence_terms(row)
+        prior = store.previous_sentence(row)
+        before: set[str] = set() if prior is None else sentence_terms(prior)
         repeat = repeat_factor(sentence, said_folded, rules)
         if is_repeated(sentence, said_folded):
             score = sim_bare + rules.lexical_weight * lexical_share(bare_weights, own, before)
@@ -274,8 +273,7 @@ def score_sentences(query: Query, shape: QuestionShape, vector: np.ndarray, pass
         score += list_shape_bonus(shape, sentence, rules) - other_referent_penalty(query, own, before, sentence, rules)
         score -= rules.absent_name_penalty * len(absent_names(shape, passage_terms(rows[row])))
         score *= repeat
-        page = int(index.sentences[row, 3])
-        out.append(Candidate(row, rows[row].doc_id, start, end, None if page < 0 else page, rows[row], score))
+        out.append(Candidate(row, rows[row].doc_id, start, end, at.page, rows[row], score))
     out.sort(key=lambda c: (-c.score, c.row))
     return out
 
@@ -304,7 +302,8 @@ def cover_parts(query: Query, candidates: list[Candidate], chosen: list[Candidat
     """A question with several parts ("What did Sistani ask …, and what did Khamenei ask …?") is
     answered part by part: a further sentence joins when it covers question terms not yet covered."""
     rules = settings.rules
-    weights = {t: w for t, w in term_weights(Query(query.question), index, rules).items() if t in index.vocab}
+    weights = {t: w for t, w in term_weights(Query(query.question), index, rules).items()
+               if index.keyword.doc_freq(t)}
     total = sum(weights.values())
     if not total:
         return chosen
@@ -354,22 +353,22 @@ def compose(question: str, query: Query, chosen: list[Candidate], passages: Sequ
 
 def term_weights(query: Query, index: Index, rules: AnswerRules) -> dict[str, float]:
     """IDF of each question term over passages; history terms weighted down."""
-    n = max(1, len(index.passages))
+    n = max(1, len(index.store))
     weights: dict[str, float] = {}
     for weight, source in ((1.0, query.question), (rules.context_term_weight, query.context)):
         for t in terms(source):
-            pos = index.vocab.get(t)
-            df = 0 if pos is None else int(index.doc_freq[pos])
+            df = index.keyword.doc_freq(t)
             idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
             weights[t] = max(weights.get(t, 0.0), weight * idf)
     return weights
 
 
 def _trim_label(index: Index, row: int) -> tuple[int, int]:
-    doc_i, start, end = (int(x) for x in index.sentences[row, :3])
-    match = _LABEL.match(index.documents[doc_i].text[start:end])
+    at = index.store.sentence(row)
+    start, end = at.start, at.end
+    match = _LABEL.match(index.store.sentence_text(row))
     return (start + match.end(), end) if match and start + match.end() < end else (start, end)
 
 
 def _text(index: Index, c: Candidate) -> str:
-    return index.documents[index.doc_pos[c.doc_id]].text[c.start:c.end]
+    return index.store.document(c.doc_id).text[c.start:c.end]

@@ -26,7 +26,6 @@ _ANAPHORA = re.compile(
 _CONTINUATION = re.compile(r"^\s*(and|but|or|so|what about|how about|why|what else)\b", re.IGNORECASE)
 MODES = ("hybrid", "dense", "bm25")
 CONTEXT_WEIGHT = 0.3
-EXACT_FILTER_MAX = 100_000
 
 
 @dataclass(frozen=True)
@@ -146,37 +145,36 @@ class Retriever:
             raise IndexCorrupt(self.index.problem)
         if mode not in MODES:
             raise ValueError(f"unknown retrieval mode {mode!r}; use one of {', '.join(MODES)}")
-        rows = None if doc_ids is None else self.index.rows_of_documents(doc_ids)
-        if rows is not None and len(rows) == 0:
+        allowed = None if doc_ids is None else self.index.store.ids_of_documents(doc_ids)
+        if allowed is not None and len(allowed) == 0:
             return []
         n = max(self.settings.candidates, k)
         ranked: list[list[tuple[int, float]]] = []
         if mode in ("hybrid", "dense"):
             vec = self.embed_query(query) if vector is None else vector
-            ranked.append(self.dense(vec, n, rows))
+            ranked.append(self.dense(vec, n, allowed))
         if mode in ("hybrid", "bm25"):
-            ranked.append(self.keyword(self.query_terms(query), n, rows))
+            ranked.append(self.keyword(self.query_terms(query), n, allowed))
         weights = [1.0] * len(ranked)
         if mode == "hybrid" and self.settings.sentence_weight > 0:
-            ranked.append(self.by_sentence(vec, n, rows))
+            ranked.append(self.by_sentence(vec, n, allowed))
             weights.append(self.settings.sentence_weight)
         fused = ranked[0] if len(ranked) == 1 else reciprocal_rank_fusion(ranked, self.settings.rrf_k, weights)
-        return [self.index.passage(row, score) for row, score in fused[:k]]
+        return [self.index.store.passage(pid, score) for pid, score in fused[:k]]
 
-    def by_sentence(self, vector: np.ndarray, n: int, rows: np.ndarray | None = None) -> list[tuple[int, float]]:
-        """Passage rows ranked by their best sentence's similarity to ``vector``.
+    def by_sentence(self, vector: np.ndarray, n: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """Passage ids ranked by their best sentence's similarity to ``vector``.
 
         A passage is an average of several sentences; a paraphrased question often matches
         one sentence better than any passage (the answer sentence drowned by its neighbours).
         """
-        vectors = self.index.sentence_vectors
-        if len(vectors) == 0:
+        store = self.index.store
+        if store.sentence_count == 0:
             return []
-        owner = self.sentence_owner()
-        scores = np.asarray(vectors) @ vector
-        if rows is not None:
-            keep = np.isin(owner, rows)
-            scores = np.where(keep, scores, -np.inf)
+        owner = store.sentence_owners()
+        scores = store.sentence_vectors(slice(None)) @ vector
+        if allowed is not None:
+            scores = np.where(np.isin(owner, allowed), scores, -np.inf)
         top = np.argpartition(-scores, min(len(scores) - 1, 4 * n))[: 4 * n]
         top = top[np.argsort(-scores[top], kind="stable")]
         out: dict[int, float] = {}
@@ -188,55 +186,13 @@ class Retriever:
                 break
         return list(out.items())
 
-    def sentence_owner(self) -> np.ndarray:
-        """For each sentence row, the first passage row that holds it (computed once)."""
-        owner = getattr(self, "_owner", None)
-        if owner is None:
-            owner = np.full(len(self.index.sentences), -1, dtype=np.int64)
-            for row in range(len(self.index.passages) - 1, -1, -1):
-                rng = self.index.sentence_rows(row)
-                owner[rng.start:rng.stop] = row
-            self._owner = owner
-        return owner
+    def dense(self, vector: np.ndarray, n: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """Passage ids by inner product with ``vector``, best first; ``allowed`` restricts the ids."""
+        return self.index.dense.search(vector, n, allowed)
 
-    def dense(self, vector: np.ndarray, n: int, rows: np.ndarray | None = None) -> list[tuple[int, float]]:
-        """Passage rows by inner product with ``vector``, best first."""
-        total = self.index.dense.ntotal
-        if total == 0:
-            return []
-        n = min(n, total if rows is None else len(rows))
-        if rows is not None and (len(rows) <= EXACT_FILTER_MAX or total <= EXACT_FILTER_MAX):
-            # A filter to a few documents: score their passages exactly, no ANN recall loss.
-            rows = np.sort(rows)
-            scores = np.asarray(self.index.passage_vectors[rows]) @ vector
-            top = np.argsort(-scores, kind="stable")[:n]
-            return [(int(rows[i]), float(scores[i])) for i in top]
-        params = None
-        if rows is not None:
-            import faiss
-
-            selector = faiss.IDSelectorBatch(rows.astype(np.int64))
-            params = (faiss.SearchParametersHNSW(sel=selector, efSearch=max(128, n)) if hasattr(self.index.dense, "hnsw")
-                      else faiss.SearchParametersIVF(sel=selector, nprobe=64) if "IVF" in str(self.index.manifest.get("dense"))
-                      else faiss.SearchParameters(sel=selector))
-        scores, ids = self.index.dense.search(vector.reshape(1, -1).astype(np.float32), n, params=params)
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
-
-    def keyword(self, query_terms: list[str], n: int, rows: np.ndarray | None = None) -> list[tuple[int, float]]:
-        """Passage rows by BM25 score, best first; passages sharing no term are left out."""
-        bm25 = self.index.keyword
-        known = [t for t in query_terms if t in bm25.vocab_dict]
-        total = len(self.index.passages)
-        if not known or total == 0:
-            return []
-        scores = bm25.get_scores(known)
-        # Most passages share no query term: rank only the scored ones (4x faster than
-        # bm25s' retrieve, which partitions the whole score array).
-        hits = np.flatnonzero(scores) if rows is None else np.intersect1d(rows, np.flatnonzero(scores))
-        if len(hits) > n:
-            hits = hits[np.argpartition(-scores[hits], n - 1)[:n]]
-        hits = hits[np.lexsort((hits, -scores[hits]))]
-        return [(int(i), float(scores[i])) for i in hits]
+    def keyword(self, query_terms: list[str], n: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """Passage ids by BM25 score, best first; passages sharing no term are left out."""
+        return self.index.keyword.search(query_terms, n, allowed)
 
 
 def reciprocal_rank_fusion(rankings: Sequence[Sequence[tuple[int, float]]], k: int = 60,
@@ -245,8 +201,8 @@ def reciprocal_rank_fusion(rankings: Sequence[Sequence[tuple[int, float]]], k: i
     weights = weights or [1.0] * len(rankings)
     fused: dict[int, float] = {}
     for ranking, w in zip(rankings, weights):
-        for rank, (row, _) in enumerate(ranking, start=1):
-            fused[row] = fused.get(row, 0.0) + w / (k + rank)
+        for rank, (pid, _) in enumerate(ranking, start=1):
+            fused[pid] = fused.get(pid, 0.0) + w / (k + rank)
     return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
 
 

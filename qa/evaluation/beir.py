@@ -48,8 +48,8 @@ def run_beir_eval(path: Path, settings: Settings, *, limit: int | None = None,
                     "hybrid": reciprocal_rank_fusion([dense, bm25], settings.rrf_k)}
         for mode in modes:
             docs: list[str] = []
-            for row, _ in rankings[mode]:
-                doc_id = engine.index.passage(row).doc_id
+            for pid, _ in rankings[mode]:
+                doc_id = engine.index.store.passage(pid).doc_id
                 if doc_id not in docs:
                     docs.append(doc_id)
             runs[mode][qid] = docs

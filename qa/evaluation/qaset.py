@@ -54,7 +54,7 @@ def load_items(path: Path, split: str | None = None) -> list[dict]:
 def resolve_doc(doc_id: str, index: Index) -> str | None:
     """The indexed document an evidence ``doc`` names: the same id, else the same file stem
     (``report.txt`` evidence scores against ``report.pdf`` when the set is run on a PDF copy)."""
-    if doc_id in index.doc_pos:
+    if index.store.has_document(doc_id):
         return doc_id
     stem = Path(doc_id).stem
     same = [d for d in index.doc_ids if Path(d).stem == stem]
@@ -66,7 +66,7 @@ def score_item(item: dict, result: Answer, index: Index, retrieved: Sequence) ->
     answerable = item["kind"] != "unanswerable"
 
     def text_of(doc_id: str) -> str:
-        return index.documents[index.doc_pos[doc_id]].text
+        return index.store.document(doc_id).text
 
     gold = []
     for ev in item.get("evidence", []):

@@ -65,8 +65,7 @@ def run_rationale_eval(path: Path, settings: Settings, *, limit: int | None = No
     index = get_engine(index_dir, settings).index
 
     def text_of(doc: str) -> str:
-        pos = index.doc_pos.get(doc)
-        return "" if pos is None else index.documents[pos].text
+        return index.store.document(doc).text if index.store.has_document(doc) else ""
 
     cited = hit = gold_total = gold_hit = abstained = 0
     rows = []

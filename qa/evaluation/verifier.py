@@ -57,7 +57,7 @@ def check_claims(claims: list[tuple[Claim, Spans]], index_dir: Path | None,
     index = engine.index
     rows = []
     for n, (claim, gold) in enumerate(claims, start=1):
-        passages = [index.passage(int(r)) for r in index.rows_of_documents([claim.doc_id])]
+        passages = [index.store.passage(int(p)) for p in index.store.ids_of_documents([claim.doc_id])]
         t0 = time.perf_counter()
         answer, checks = verify("", claim.text, passages, index, engine.embedder, settings) if passages else (None, [])
         ms = (time.perf_counter() - t0) * 1000
@@ -95,9 +95,9 @@ def built_claims(settings: Settings) -> list[tuple[list[tuple[Claim, Spans]], Pa
             gold += [(ev["doc"], ev["quote"]) for ev in item.get("evidence") or [] if ev.get("doc")]
         index_dir = _evidence_index(path, {d for d, _ in gold}, settings) if corpus_spec(path) else None
         index = get_engine(index_dir, settings).index
-        evidence = [(d, q) for d, q in gold if d in index.doc_pos]
+        evidence = [(d, q) for d, q in gold if index.store.has_document(d)]
         docs = sorted({d for d, _ in evidence})
-        texts = {d: index.documents[index.doc_pos[d]].text for d in docs}
+        texts = {d: index.store.document(d).text for d in docs}
         claims = build_claims(evidence, texts)
         out.append(([(c, _find(texts.get(c.doc_id, ""), c.gold)) for c in claims], index_dir))
     return out

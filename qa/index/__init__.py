@@ -1,0 +1,479 @@
+"""The on-disk index: a store of passages under stable ids, dense and keyword search over them.
+
+Modules by concern: :mod:`qa.index.terms` (text normalization), :mod:`qa.index.store`
+(documents, passages, sentences, vectors, manifest, generations, checksums),
+:mod:`qa.index.dense` (FAISS) and :mod:`qa.index.keyword` (BM25); this module is the
+:class:`Index` facade and builds, updates, saves, loads and checks indexes.
+
+Layout of ``indexes/<name>/``::
+
+    CURRENT          name of the live generation (replaced atomically)
+    gen-<stamp>/     manifest.json (settings, counts, next passage id, sizes and SHA-256 of every file),
+                     documents.jsonl (metadata), texts.bin (all document texts, UTF-8, memory-mapped),
+                     passages.npy (doc, start, end, page, first sentence, last sentence),
+                     passage_ids.npy (the stable id of each passages.npy row),
+                     sentences.npy (doc, start, end, page), passage_vectors.npy, sentence_vectors.npy,
+                     dense.faiss (FAISS under an id map), bm25/ + keyword_ids.npy (bm25s and the passage
+                     id of each of its documents), terms.json + doc_freq.npy (passages holding each term)
+
+Vectors, BM25 and texts are memory-mapped, so a large index opens in seconds and only
+what a query touches becomes resident.
+
+A passage's id is given when it is first indexed and kept while its document is
+unchanged; search results, :class:`qa.types.Passage` and the dense and keyword indexes
+all use it. An update deletes the ids of removed and changed documents from the
+previous dense index and adds the new passages (FAISS HNSW, which cannot delete, and
+an index whose size class changed are rebuilt from the stored vectors); BM25 is
+rebuilt only when passages changed (bm25s cannot add).
+
+A save writes a new generation beside the live one and then swaps ``CURRENT`` with
+``os.replace``, so a run killed at any moment leaves the previous index loadable; a
+failed save (a full disk) removes its partial generation.
+
+Every file's SHA-256 is in the manifest (hashed once, at save). On open, files up to
+``EAGER_VERIFY_MAX`` bytes are verified before use and larger ones in a background
+thread (a mismatch then stops every search); each document's text also carries its own
+hash, checked whenever it is decoded, so a quote never comes from altered text.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from qa.chunk import chunk_document
+from qa.embed import Embedder
+from qa.index.dense import EXACT_FILTER_MAX, EXACT_MAX, HNSW_MAX, DenseSearch, FaissSearch, carry_over, kind_for
+from qa.index.keyword import BM25_B, BM25_K1, Bm25Search, KeywordSearch
+from qa.index.store import (NO_PAGE, P_DOC, P_END, P_FIRST, P_LAST, P_PAGE, P_START, S_DOC, S_END, S_PAGE, S_START,
+                            DocumentStore, IndexCorrupt, IndexMismatch, IndexNotFound, IndexProblem, IndexWriteError,
+                            PassageStore, corrupt, file_digest, live, read_manifest, reading, table_problem,
+                            verify_files, write_generation)
+from qa.index.terms import STOPWORDS, terms
+from qa.settings import Settings
+from qa.types import Document
+
+__all__ = [
+    "BM25_B", "BM25_K1", "EXACT_FILTER_MAX", "EXACT_MAX", "FORMAT_VERSION", "HNSW_MAX", "NO_PAGE", "P_DOC", "P_END",
+    "P_FIRST", "P_LAST", "P_PAGE", "P_START", "READABLE_FORMATS", "S_DOC", "S_END", "S_PAGE", "S_START", "STOPWORDS",
+    "Bm25Search", "BuildReport", "DenseSearch", "DocumentStore", "FaissSearch", "Index", "IndexCorrupt",
+    "IndexMismatch", "IndexNotFound", "IndexProblem", "IndexWriteError", "KeywordSearch", "PassageStore",
+    "build_index", "check_compatible", "check_index", "file_digest", "index_lock", "kind_for", "load_index",
+    "read_manifest", "save_index", "table_problem", "terms", "update_index", "verify_files",
+]
+
+FORMAT_VERSION = 4
+READABLE_FORMATS = (4,)  # 3 added checksums; 4 stable passage ids and id-keyed FAISS and BM25
+EAGER_VERIFY_MAX = 64 * 2**20  # bigger files are hashed in the background after open
+LONG_DOCUMENT = 1_000_000  # characters: a document this long reports its own chunking progress
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class BuildReport:
+    """What an (incremental) build did; ``embedded_*`` count fresh model work."""
+
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    embedded_passages: int = 0
+    embedded_sentences: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class Index:
+    """A loaded index: the passage store and the dense and keyword search over its passage ids."""
+
+    manifest: dict
+    store: PassageStore
+    dense: DenseSearch
+    keyword: KeywordSearch
+    path: Path | None = None
+    problem: str | None = None  # set when a background checksum finds a file altered
+    verified: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.verified.set()
+
+    @property
+    def documents(self) -> Sequence[Document]:
+        return self.store.documents
+
+    @property
+    def doc_ids(self) -> list[str]:
+        return self.store.doc_ids
+
+    @property
+    def fingerprints(self) -> list[str]:
+        return self.store.fingerprints
+
+
+# ---------------------------------------------------------------- build
+
+
+def build_index(
+    documents: Sequence[Document],
+    settings: Settings,
+    embedder: Embedder,
+    previous: Index | None = None,
+    progress: Progress | None = None,
+) -> tuple[Index, BuildReport]:
+    """Chunk and embed ``documents``, reusing passages, ids and vectors of unchanged documents in ``previous``.
+
+    With ``previous``, its dense and keyword indexes are updated (and changed in place):
+    the ids of removed and changed documents deleted, the new passages added.
+    """
+    started = time.perf_counter()
+    report = BuildReport()
+    old = dict(zip(previous.doc_ids, previous.fingerprints)) if previous else {}
+    new_ids = {d.doc_id for d in documents}
+    report.removed = sorted(set(old) - new_ids)
+    next_id = max(int(previous.manifest.get("next_id", 0)), previous.store.next_id) if previous else 0
+
+    # per document: passages table, sentences table, passage vectors, sentence vectors, passage ids
+    doc_blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray]] = []
+    fresh_p_text: list[str] = []
+    fresh_s_text: list[str] = []
+    fresh_slots: list[tuple[int, int, int]] = []  # (block, n_passages, n_sentences)
+    for doc_i, doc in enumerate(documents):
+        prior = old.get(doc.doc_id)
+        if prior is not None and prior == doc.fingerprint and previous is not None:
+            part = previous.store.part(doc.doc_id)
+            part.passages[:, P_DOC] = doc_i
+            part.sentences[:, S_DOC] = doc_i
+            doc_blocks.append((part.passages, part.sentences, part.passage_vectors, part.sentence_vectors, part.ids))
+            report.unchanged += 1
+            continue
+        (report.changed if prior is not None else report.added).append(doc.doc_id)
+        within = None
+        if progress and len(doc.text) >= LONG_DOCUMENT:
+            within = functools.partial(progress, f"chunking {doc.doc_id} (characters)")
+        sentences, spans = chunk_document(doc, settings.chunk_chars, settings.chunk_overlap, within)
+        s_tab = np.array([[doc_i, s.start, s.end, NO_PAGE if s.page is None else s.page] for s in sentences],
+                         dtype=np.int64).reshape(-1, 4)
+        p_tab = np.array([[doc_i, p.start, p.end, NO_PAGE if p.page is None else p.page, p.first, p.last]
+                          for p in spans], dtype=np.int64).reshape(-1, 6)
+        fresh_slots.append((len(doc_blocks), len(spans), len(sentences)))
+        fresh_p_text.extend(doc.text[p.start:p.end] for p in spans)
+        fresh_s_text.extend(doc.text[s.start:s.end] for s in sentences)
+        doc_blocks.append((p_tab, s_tab, None, None, np.arange(next_id, next_id + len(spans), dtype=np.int64)))
+        next_id += len(spans)
+        if progress:
+            progress("chunking", doc_i + 1, len(documents))
+
+    if settings.sentence_vectors == "derived":
+        p_vecs, s_vecs = _embed_derived(embedder, fresh_p_text, fresh_s_text, doc_blocks, fresh_slots,
+                                        settings.batch_size, progress)
+    else:
+        p_vecs, s_vecs = _embed_unique(embedder, fresh_p_text, fresh_s_text, settings.batch_size, progress)
+    report.embedded_passages = len(fresh_p_text)
+    report.embedded_sentences = len(fresh_s_text) if settings.sentence_vectors != "derived" else 0
+    p_off = s_off = 0
+    fresh_ids = []
+    for block, n_p, n_s in fresh_slots:
+        p_tab, s_tab, _, _, ids = doc_blocks[block]
+        doc_blocks[block] = (p_tab, s_tab, p_vecs[p_off:p_off + n_p], s_vecs[s_off:s_off + n_s], ids)
+        fresh_ids.append(ids)
+        p_off += n_p
+        s_off += n_s
+
+    dim = embedder.dim
+    passages, sentences = _concat_tables(doc_blocks)
+    passage_vectors = _stack([b[2] for b in doc_blocks], dim)
+    store = PassageStore(list(documents), passages, _ids([b[4] for b in doc_blocks]), sentences, passage_vectors,
+                         _stack([b[3] for b in doc_blocks], dim))
+    added = _ids(fresh_ids)
+    if previous is None:
+        dense: DenseSearch = FaissSearch.build(store.ids, passage_vectors, store.passage_vectors)
+        keyword: KeywordSearch = Bm25Search.build(store.ids, store.passage_texts(store.ids), store.passage_texts)
+    else:
+        removed = previous.store.ids[~np.isin(previous.store.ids, store.ids)]
+        dense, keyword = previous.dense, previous.keyword
+        if isinstance(dense, FaissSearch):
+            dense = carry_over(dense, removed, added, p_vecs, store.ids, lambda: passage_vectors, store.passage_vectors)
+        else:
+            dense.delete(removed)
+            dense.add(added, p_vecs)
+        if len(removed) or len(added):
+            if isinstance(keyword, Bm25Search):
+                keyword.texts_of = store.passage_texts  # the survivors' texts, for the rebuild bm25s needs
+            keyword.delete(removed)
+            keyword.add(added, store.passage_texts(added))
+    manifest = {
+        "format": FORMAT_VERSION,
+        "params": settings.index_params(),
+        "dimension": dim,
+        "documents": {d.doc_id: d.fingerprint for d in documents},
+        "passages": int(len(passages)),
+        "sentences": int(len(sentences)),
+        "next_id": int(next_id),
+        "dense": getattr(dense, "kind", type(dense).__name__),
+        "bm25": {"k1": BM25_K1, "b": BM25_B},
+        "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    index = Index(manifest, store, dense, keyword)
+    report.seconds = time.perf_counter() - started
+    return index, report
+
+
+def _embed_unique(embedder: Embedder, p_text: list[str], s_text: list[str], batch_size: int,
+                  progress: Progress | None) -> tuple[np.ndarray, np.ndarray]:
+    """Embed each distinct text once, longest first in fixed blocks for a steady progress bar."""
+    unique = list(dict.fromkeys(p_text + s_text))
+    order = sorted(range(len(unique)), key=lambda i: -len(unique[i]))
+    vectors = np.zeros((len(unique), embedder.dim), dtype=np.float32)
+    block = max(batch_size * 8, 256)
+    if progress:
+        progress("embedding", 0, len(order))
+    for lo in range(0, len(order), block):
+        rows = order[lo:lo + block]
+        vectors[rows] = embedder.encode([unique[i] for i in rows], batch_size=batch_size)
+        if progress:
+            progress("embedding", min(lo + block, len(order)), len(order))
+    pos = {t: i for i, t in enumerate(unique)}
+    take = lambda texts: vectors[[pos[t] for t in texts]] if texts else np.zeros((0, embedder.dim), np.float32)
+    return take(p_text), take(s_text)
+
+
+def _embed_derived(embedder: Embedder, p_text: list[str], s_text: list[str], blocks: list,
+                   slots: list[tuple[int, int, int]], batch_size: int, progress: Progress | None) -> tuple[np.ndarray, np.ndarray]:
+    """Passage vectors and, from the same forward pass, each sentence's pooled tokens.
+
+    A sentence shared by two passages (the overlap) takes its vector from the first.
+    """
+    spans: list[list[tuple[int, int]]] = []
+    owners: list[tuple[int, int] | None] = []  # per fresh sentence, in table order: (fresh passage, span)
+    for block, _, _ in slots:
+        p_tab, s_tab = blocks[block][0], blocks[block][1]
+        found: list[tuple[int, int] | None] = [None] * len(s_tab)
+        for _, p0, _, _, f, l in p_tab.tolist():
+            spans.append([(int(s_tab[r, 1]) - p0, int(s_tab[r, 2]) - p0) for r in range(f, l)])
+            for j, r in enumerate(range(f, l)):
+                if found[r] is None:
+                    found[r] = (len(spans) - 1, j)
+        owners.extend(found)
+    if progress:
+        progress("embedding", 0, len(p_text))
+    p_vecs = np.zeros((len(p_text), embedder.dim), dtype=np.float32)
+    span_vecs: list[np.ndarray] = [np.zeros((0, embedder.dim), np.float32)] * len(p_text)
+    block = max(batch_size * 8, 256)
+    for lo in range(0, len(p_text), block):
+        vecs, by_span = embedder.encode_with_spans(p_text[lo:lo + block], spans[lo:lo + block],
+                                                   batch_size=batch_size)
+        p_vecs[lo:lo + len(vecs)] = vecs
+        span_vecs[lo:lo + len(vecs)] = by_span
+        if progress:
+            progress("embedding", min(lo + block, len(p_text)), len(p_text))
+    s_vecs = np.zeros((len(owners), embedder.dim), dtype=np.float32)
+    for n, owner in enumerate(owners):
+        if owner is not None:
+            s_vecs[n] = span_vecs[owner[0]][owner[1]]
+    alone = [n for n, owner in enumerate(owners) if owner is None]
+    if alone:  # a sentence in no passage (not made by chunk_document today): embed it by itself
+        s_vecs[alone] = embedder.encode([s_text[n] for n in alone], batch_size=batch_size)
+    return p_vecs, s_vecs
+
+
+def _concat_tables(blocks: list) -> tuple[np.ndarray, np.ndarray]:
+    p_parts, s_parts = [], []
+    s_base = 0
+    for p_tab, s_tab, *_ in blocks:
+        p_tab = p_tab.copy()
+        p_tab[:, P_FIRST] += s_base
+        p_tab[:, P_LAST] += s_base
+        p_parts.append(p_tab)
+        s_parts.append(s_tab)
+        s_base += len(s_tab)
+    passages = np.concatenate(p_parts) if p_parts else np.zeros((0, 6), np.int64)
+    sentences = np.concatenate(s_parts) if s_parts else np.zeros((0, 4), np.int64)
+    return passages, sentences
+
+
+def _stack(parts: list, dim: int) -> np.ndarray:
+    parts = [p for p in parts if p is not None and len(p)]
+    return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32) if parts else np.zeros((0, dim), np.float32)
+
+
+def _ids(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+
+# ---------------------------------------------------------------- save / load
+
+
+def save_index(index: Index, path: Path) -> Path:
+    """Write ``index`` as a new generation under ``path`` and make it live atomically.
+
+    A failure (a full disk, an interrupt) removes the partial generation and leaves the
+    previous one live; a full disk raises :class:`IndexWriteError` saying so.
+    """
+    def write(gen: Path) -> None:
+        index.store.save(gen)
+        index.dense.save(gen)
+        index.keyword.save(gen)
+
+    gen = write_generation(path, write, dict(index.manifest, format=FORMAT_VERSION))
+    index.path = path
+    return gen
+
+
+def check_compatible(manifest: dict, settings: Settings, path: Path) -> None:
+    """Refuse an index built with another model, chunking or format."""
+    if manifest.get("format") not in READABLE_FORMATS:
+        raise IndexMismatch(f"index at {path} has format {manifest.get('format')}, this version reads "
+                            f"{', '.join(map(str, READABLE_FORMATS))}: rebuild it with `qa index CORPUS --index {path} --rebuild`")
+    want = settings.index_params()
+    have = manifest.get("params") or {}
+    diffs = [f"{k}: index has {have.get(k)!r}, settings ask {v!r}" for k, v in want.items() if have.get(k) != v]
+    if diffs:
+        raise IndexMismatch(f"index at {path} was built with other settings ({'; '.join(diffs)}): "
+                            f"rebuild it with `qa index CORPUS --index {path} --rebuild`, "
+                            f"or use the settings it was built with")
+
+
+def load_index(path: Path, settings: Settings, *, mmap: bool = True) -> Index:
+    """Load the live generation at ``path``; mismatch or corruption raise with a rebuild hint."""
+    for attempt in range(3):
+        gen, manifest = read_manifest(path)
+        check_compatible(manifest, settings, path)
+        try:
+            return _load_generation(path, gen, manifest, mmap)
+        except IndexCorrupt:
+            if attempt < 2 and live(path) != gen.name:
+                continue  # a writer made another generation live (and removed this one) while we read
+            raise
+    raise AssertionError("unreachable")
+
+
+def _load_generation(path: Path, gen: Path, manifest: dict, mmap: bool) -> Index:
+    files = manifest.get("files") or {}
+    big = [n for n, size in files.items() if isinstance(size, int) and size > EAGER_VERIFY_MAX]
+    sizes_ok = verify_files(path, gen, {"files": files})
+    if sizes_ok:
+        raise IndexCorrupt(corrupt(path, sizes_ok[0]))
+    problems = verify_files(path, gen, manifest, [n for n in files if n not in big])
+    if problems:
+        raise IndexCorrupt(corrupt(path, problems[0]))
+    store = PassageStore.load(gen, manifest, mmap)
+    with reading(path, "dense.faiss"):
+        dense = FaissSearch.load(gen, store.passage_vectors, str(manifest.get("dense") or ""))
+    keyword = Bm25Search.load(gen, store.passage_texts, mmap)
+    shapes = [
+        ("dense.faiss", len(dense) == manifest["passages"]),
+        ("keyword_ids.npy", len(keyword) == manifest["passages"]),
+    ]
+    for name, ok in shapes:
+        if not ok:
+            raise IndexCorrupt(corrupt(path, f"{name} disagrees with the manifest"))
+    problem = keyword.problem()
+    if problem:
+        raise IndexCorrupt(corrupt(path, problem))
+    index = Index(manifest, store, dense, keyword, path)
+    if big and manifest.get("checksums"):
+        index.verified.clear()
+        _verify_in_background(index, path, gen, manifest, big)
+    return index
+
+
+def _verify_in_background(index: Index, path: Path, gen: Path, manifest: dict, names: list[str]) -> None:
+    """Hash the big files after open; a mismatch marks the index so every search refuses it."""
+    def run() -> None:
+        try:
+            problems = verify_files(path, gen, manifest, names)
+        except OSError as exc:  # the generation was replaced and removed meanwhile
+            problems = [] if live(path) != gen.name else [f"unreadable ({exc})"]
+        if problems:
+            index.problem = corrupt(path, problems[0])
+        index.verified.set()
+
+    threading.Thread(target=run, name=f"qa-verify-{gen.name}", daemon=True).start()
+
+
+def check_index(path: Path) -> list[str]:
+    """Everything wrong with the index at ``path`` (empty when it is sound): for ``qa check``."""
+    try:
+        gen, manifest = read_manifest(path)
+    except IndexProblem as exc:
+        return [str(exc)]
+    problems = []
+    if manifest["format"] not in READABLE_FORMATS:
+        problems.append(f"format {manifest['format']} is not one this version reads: rebuild it with "
+                        f"`qa index CORPUS --index {path} --rebuild`")
+    if not manifest.get("checksums"):
+        problems.append("the manifest has no checksums (built before format 3), so changed files cannot be found")
+    problems += verify_files(path, gen, manifest)
+    if problems:
+        return problems
+    try:
+        index = _load_generation(path, gen, dict(manifest, checksums={}), mmap=True)
+        for i in range(len(index.documents)):
+            index.documents[i]
+        lengths = [len(d.text) for d in index.documents]
+        problem = table_problem(index.store.table, index.store.sentences, lengths)
+        if problem:
+            problems.append(problem)
+    except (IndexProblem, ValueError) as exc:
+        problems.append(str(exc))
+    return problems
+
+
+def update_index(
+    path: Path,
+    documents: Sequence[Document],
+    settings: Settings,
+    embedder: Embedder,
+    *,
+    rebuild: bool = False,
+    sources: Sequence[str] = (),
+    progress: Progress | None = None,
+) -> tuple[Index, BuildReport]:
+    """Bring the index at ``path`` up to ``documents``: embed only new or changed ones.
+
+    The previous generation's FAISS index is updated by deleting and adding ids rather
+    than rebuilt (except HNSW losing passages, or a change of size class: see
+    :func:`qa.index.dense.carry_over`); BM25 is rebuilt only when passages changed.
+    The result is a new generation; the previous one stays live until it is complete.
+    """
+    with index_lock(path):
+        current = live(path)
+        for stale in path.glob("gen-*"):  # left by a writer that was killed (we hold the lock)
+            if stale.name != current:
+                shutil.rmtree(stale, ignore_errors=True)
+        previous = None
+        if not rebuild:
+            try:
+                previous = load_index(path, settings, mmap=False)
+            except IndexNotFound:
+                previous = None
+        index, report = build_index(documents, settings, embedder, previous, progress)
+        index.manifest["sources"] = [str(s) for s in sources]
+        if previous is None or report.added or report.changed or report.removed \
+                or previous.manifest.get("sources") != index.manifest["sources"]:
+            save_index(index, path)
+        else:
+            index = previous
+        index.path = path
+        return index, report
+
+
+@contextlib.contextmanager
+def index_lock(path: Path) -> Iterator[None]:
+    """One writer per index at a time, across processes."""
+    path.mkdir(parents=True, exist_ok=True)
+    with open(path / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
