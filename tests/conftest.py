@@ -33,7 +33,7 @@ def assert_verbatim(result, index=None, settings=None) -> None:
     settings = settings or Settings.from_env()
     idx = qa.api.get_engine(index, settings).index
     for n, c in enumerate(result.citations, start=1):
-        text = idx.documents[idx.doc_pos[c.doc_id]].text
+        text = idx.store.document(c.doc_id).text
         assert text[c.start:c.end] == c.quote, f"[{n}] not verbatim at {c.doc_id}:{c.start}-{c.end}"
         assert c.quote in c.passage, f"[{n}] quote not inside its passage"
         assert f"[{n}]" in result.text, f"marker [{n}] missing from the answer text"

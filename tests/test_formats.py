@@ -370,7 +370,7 @@ def _items_for(index_path: Path, settings, target: Path) -> Path:
     for item in items:
         for ev in item.get("evidence", []):
             doc = next(d for d in index.doc_ids if Path(d).stem == Path(ev["doc"]).stem)
-            text = index.documents[index.doc_pos[doc]].text
+            text = index.store.document(doc).text
             ev["doc"] = doc
             if locate(text, ev["quote"]) is None:
                 folded, quote = normalize(text), normalize(ev["quote"])
@@ -398,7 +398,7 @@ def test_answers_and_citations_do_not_depend_on_the_format(seed_copies, embedder
         index = qa.api.get_engine(index_path, settings).index
         for row in rows:
             for c in row["citations"]:
-                assert index.documents[index.doc_pos[c["doc_id"]]].text[c["start"]:c["end"]] == c["quote"]
+                assert index.store.document(c["doc_id"]).text[c["start"]:c["end"]] == c["quote"]
                 assert (c["page"] is not None) == (kind in ("pdf", "scan"))
         figures[kind] = {k: summary[k] for k in ("answer_recall", "citation_precision", "citation_recall")}
         assert summary["quote_exact"] == 1.0

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import qa
-from qa.index import IndexCorrupt, IndexMismatch, IndexNotFound, load_index
+from qa.index import IndexCorrupt, IndexMismatch, IndexNotFound, check_index, load_index, terms
 from qa.retrieve import Query, Retriever
 
 
@@ -28,8 +28,8 @@ def test_manifest_and_round_trip(seeds_index, settings, embedder):
     assert manifest["params"]["chunk_chars"] == settings.chunk_chars
     assert set(manifest["documents"]) == {"000_e8572f977ee04a7c.txt", "002_476c018fafa87246.txt"}
     index = load_index(seeds_index, settings)
-    assert index.dense.ntotal == manifest["passages"] == len(index.passage_vectors)
-    np.testing.assert_allclose(np.linalg.norm(index.sentence_vectors, axis=1), 1, atol=1e-4)
+    assert len(index.dense) == manifest["passages"] == len(index.store) == len(index.keyword)
+    np.testing.assert_allclose(np.linalg.norm(index.store.sentence_vectors(slice(None)), axis=1), 1, atol=1e-4)
     q = "Who will be the spokesperson of the new political alliance?"
     first = top_k(seeds_index, settings, embedder, q)
     assert first == top_k(seeds_index, settings, embedder, q) and len(first) == 5
@@ -51,7 +51,7 @@ def test_incremental_update_embeds_only_changes(corpus, tmp_path, settings):
     index = load_index(path, settings)
     assert sorted(d.doc_id for d in index.documents) == ["002_476c018fafa87246.txt", "new.txt"]
     # embedded exactly the passages of the two touched documents
-    assert report.embedded_passages == len(index.passages)
+    assert report.embedded_passages == len(index.store)
     a = qa.answer("What did the Basra port handle in March?", index=path, settings=settings)
     assert not a.abstained and a.citations[0].doc_id == "new.txt"
 
@@ -64,8 +64,9 @@ def test_unchanged_documents_keep_their_vectors(corpus, tmp_path, settings):
     report, _ = qa.index_paths([corpus], index=path, settings=settings)
     assert report.unchanged == 2 and report.embedded_passages == 1
     after = load_index(path, settings)
-    n = len(before.passage_vectors)
-    np.testing.assert_array_equal(before.passage_vectors, after.passage_vectors[:n])
+    ids = before.store.ids
+    np.testing.assert_array_equal(after.store.ids[:len(ids)], ids)
+    np.testing.assert_array_equal(before.store.passage_vectors(ids), after.store.passage_vectors(ids))
 
 
 KILL_SCRIPT = r"""
@@ -116,7 +117,7 @@ def test_corrupt_and_mismatched_indexes_are_refused(corpus, tmp_path, settings):
     with pytest.raises(IndexNotFound, match="qa index"):
         load_index(tmp_path / "missing", settings)
     report, _ = qa.index_paths([corpus], index=path, settings=settings, rebuild=True)
-    assert load_index(path, settings).dense.ntotal > 0
+    assert len(load_index(path, settings).dense) > 0
 
 
 def test_llama_index_retriever(seeds_index, settings):
@@ -128,32 +129,122 @@ def test_llama_index_retriever(seeds_index, settings):
     index = qa.open_index(seeds_index, settings)
     for n in nodes:
         m = n.node.metadata
-        assert index.documents[index.doc_pos[m["doc_id"]]].text[m["start"]:m["end"]] == n.node.get_content()
+        assert index.store.document(m["doc_id"]).text[m["start"]:m["end"]] == n.node.get_content()
     assert "spokesperson for the new political alliance" in nodes[0].node.get_content()
 
 
 def test_keyword_ranking_matches_bm25s(seeds_index, settings, embedder):
     """Our top-n over the scored passages only must equal bm25s' own full-array ranking."""
-    from qa.index import terms
-
     index = load_index(seeds_index, settings)
     retriever = Retriever(index, embedder, settings)
     doc = index.doc_ids[0]
-    rows = index.rows_of_documents([doc])
+    allowed = index.store.ids_of_documents([doc])
+    bm25, held = index.keyword.bm25, index.keyword.ids  # bm25s' document n is passage held[n]
     for question in ("Who will be the spokesperson of the new political alliance?",
                      "heavy and medium weapons Fars News Agency", "Shamkhani Western country France"):
-        known = [t for t in terms(question) if t in index.keyword.vocab_dict]
-        for n, mask_rows in ((3, None), (50, None), (3, rows)):
-            ours = retriever.keyword(terms(question), n, mask_rows)
+        known = [t for t in terms(question) if t in bm25.vocab_dict]
+        for n, filtered in ((3, None), (50, None), (3, allowed)):
+            ours = retriever.keyword(terms(question), n, filtered)
             mask = None
-            if mask_rows is not None:
-                mask = np.zeros(len(index.passages), dtype=np.float32)
-                mask[mask_rows] = 1
-            ids, scores = index.keyword.retrieve([known], k=min(n, len(index.passages)), weight_mask=mask,
-                                                 show_progress=False, n_threads=0)
-            theirs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if s > 0]
+            if filtered is not None:
+                mask = np.isin(held, filtered).astype(np.float32)
+            ids, scores = bm25.retrieve([known], k=min(n, len(held)), weight_mask=mask, show_progress=False,
+                                        n_threads=0)
+            theirs = [(int(held[i]), float(s)) for i, s in zip(ids[0], scores[0]) if s > 0]
             assert ours, question
             assert [s for _, s in ours] == pytest.approx([s for _, s in theirs])
             assert {r for r, _ in ours} == {r for r, _ in theirs} or len({s for _, s in theirs}) < len(theirs)
-            if mask_rows is not None:
-                assert all(index.doc_ids[int(index.passages[r, 0])] == doc for r, _ in ours)
+            if filtered is not None:
+                assert all(index.store.passage(pid).doc_id == doc for pid, _ in ours)
+
+
+A = "000_e8572f977ee04a7c.txt"
+B = "002_476c018fafa87246.txt"
+
+
+def _spans(index, doc_id):
+    """(id, start, end) of each passage of ``doc_id``."""
+    return [(int(pid), (p := index.store.passage(int(pid))).start, p.end) for pid in index.store.ids_of_documents([doc_id])]
+
+
+@pytest.mark.parametrize("kind,limits,mode", [
+    ("flat-ip", {}, "separate"),
+    ("flat-ip", {}, "derived"),
+    ("hnsw32", {"EXACT_MAX": 0}, "separate"),
+    ("IVF", {"EXACT_MAX": 0, "HNSW_MAX": 0}, "separate"),
+])
+def test_update_keeps_passage_ids_and_forgets_changed_ones(corpus, tmp_path, settings, embedder, monkeypatch,
+                                                           kind, limits, mode):
+    """An unchanged document keeps its passage ids; a changed one's old ids leave dense and keyword search.
+
+    Flat and IVF are updated in place (no rebuild); HNSW, which cannot delete, is rebuilt.
+    """
+    import qa.index.dense as dense_module
+
+    for name, value in limits.items():
+        monkeypatch.setattr(dense_module, name, value)
+    settings = replace(settings, sentence_vectors=mode)
+    path = tmp_path / "idx"
+    qa.index_paths([corpus], index=path, settings=settings)
+    before = load_index(path, settings)
+    assert before.dense.kind.startswith(kind)
+    kept, old_b = _spans(before, A), _spans(before, B)
+    old_ids = {pid for pid, _, _ in old_b}
+    old_vectors = before.store.passage_vectors(sorted(old_ids))
+    next_id = before.manifest["next_id"]
+    assert next_id == len(before.store)
+
+    target = corpus / B
+    target.write_text(target.read_text(encoding="utf-8") + "\n\nA new closing line about Basra ports.", encoding="utf-8")
+    (corpus / "new.txt").write_text("The Basra port handled record cargo in March.", encoding="utf-8")
+    rebuilds = []
+    real_build = dense_module.FaissSearch.build.__func__
+    monkeypatch.setattr(dense_module.FaissSearch, "build",
+                        classmethod(lambda cls, *a, **k: rebuilds.append(1) or real_build(cls, *a, **k)))
+    report, _ = qa.index_paths([corpus], index=path, settings=settings)
+    assert report.changed == [B] and report.added == ["new.txt"] and report.unchanged == 1
+    assert len(rebuilds) == (1 if kind == "hnsw32" else 0)
+
+    after = load_index(path, settings)
+    assert _spans(after, A) == kept, "an unchanged document keeps its passages' ids"
+    new_ids = {pid for pid, _, _ in _spans(after, B) + _spans(after, "new.txt")}
+    assert not new_ids & old_ids and min(new_ids) >= next_id
+    assert after.manifest["next_id"] == next_id + len(new_ids)
+    assert set(after.dense.ids().tolist()) == set(after.store.ids.tolist()) == set(after.keyword.ids.tolist())
+    assert len(after.dense) == len(after.store) == len(after.keyword) == after.manifest["passages"]
+    with pytest.raises(KeyError):
+        after.store.passage(min(old_ids))
+    retriever = Retriever(after, embedder, settings)
+    for vector in old_vectors:
+        assert not {pid for pid, _ in retriever.dense(vector, len(after.store))} & old_ids
+    words = terms(after.store.document(B).text)
+    assert not {pid for pid, _ in retriever.keyword(words, len(after.store))} & old_ids
+    assert {pid for pid, _ in retriever.keyword(words, len(after.store))} & new_ids
+
+    for question in ("What did the Basra port handle in March?",
+                     "Who will be the spokesperson of the new political alliance?"):
+        a = qa.answer(question, index=path, settings=settings)
+        assert not a.abstained and a.citations
+        for c in a.citations:
+            assert after.store.document(c.doc_id).text[c.start:c.end] == c.quote
+    assert {p.passage_id for p in a.passages} <= set(after.store.ids.tolist())
+
+
+def test_an_older_format_is_refused_with_the_rebuild_command(corpus, tmp_path, settings):
+    path = tmp_path / "idx"
+    qa.index_paths([corpus], index=path, settings=settings)
+    manifest_file = path / (path / "CURRENT").read_text() / "manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    for key in ("next_id",):  # what a format-3 manifest did not have
+        manifest.pop(key)
+    manifest["format"] = 3
+    manifest_file.write_text(json.dumps(manifest))
+    rebuild = f"has format 3, this version reads 4: rebuild it with `qa index CORPUS --index {path} --rebuild`"
+    with pytest.raises(IndexMismatch) as caught:
+        load_index(path, settings)
+    assert rebuild in str(caught.value)
+    with pytest.raises(IndexMismatch, match="--rebuild"):
+        qa.index_paths([corpus], index=path, settings=settings)
+    assert any("format 3" in p and "--rebuild" in p for p in check_index(path))
+    qa.index_paths([corpus], index=path, settings=settings, rebuild=True)
+    assert load_index(path, settings).manifest["format"] == 4 and check_index(path) == []

@@ -31,7 +31,7 @@ def run(engine, settings, draft, question=Q):
 
 def check_verbatim(engine, answer):
     for n, c in enumerate(answer.citations, start=1):
-        doc = engine.index.documents[engine.index.doc_pos[c.doc_id]]
+        doc = engine.index.store.document(c.doc_id)
         assert doc.text[c.start:c.end] == c.quote and f"[{n}]" in answer.text
 
 
@@ -199,7 +199,7 @@ def test_verify_any_text_marks_each_sentence(seeds_index, settings):
     assert [c.verdict for c in checks] == ["supported", "contradicted", "unsupported"]
     c = checks[0].citation
     doc = qa.api.get_engine(seeds_index, settings).index
-    assert doc.documents[doc.doc_pos[c.doc_id]].text[c.start:c.end] == c.quote and "Asadi" in c.quote
+    assert doc.store.document(c.doc_id).text[c.start:c.end] == c.quote and "Asadi" in c.quote
     assert checks[1].citation is not None and "did not call" in checks[1].citation.quote
     assert checks[2].citation is None
     assert set(checks[0].to_json()) >= {"text", "verdict", "citation", "score"}
