@@ -188,13 +188,13 @@ def test_update_keeps_passage_ids_and_forgets_changed_ones(corpus, tmp_path, set
     qa.index_paths([corpus], index=path, settings=settings)
     before = load_index(path, settings)
     assert before.dense.kind.startswith(kind)
-    kept, old_b = _spans(before, A), _spans(before, B)
-    old_ids = {pid for pid, _, _ in old_b}
+    kept, old_a = _spans(before, B), _spans(before, A)
+    old_ids = {pid for pid, _, _ in old_a}
     old_vectors = before.store.passage_vectors(sorted(old_ids))
     next_id = before.manifest["next_id"]
     assert next_id == len(before.store)
 
-    target = corpus / B
+    target = corpus / A  # the first document: FAISS positions after it shift
     target.write_text(target.read_text(encoding="utf-8") + "\n\nA new closing line about Basra ports.", encoding="utf-8")
     (corpus / "new.txt").write_text("The Basra port handled record cargo in March.", encoding="utf-8")
     rebuilds = []
@@ -202,12 +202,12 @@ def test_update_keeps_passage_ids_and_forgets_changed_ones(corpus, tmp_path, set
     monkeypatch.setattr(dense_module.FaissSearch, "build",
                         classmethod(lambda cls, *a, **k: rebuilds.append(1) or real_build(cls, *a, **k)))
     report, _ = qa.index_paths([corpus], index=path, settings=settings)
-    assert report.changed == [B] and report.added == ["new.txt"] and report.unchanged == 1
+    assert report.changed == [A] and report.added == ["new.txt"] and report.unchanged == 1
     assert len(rebuilds) == (1 if kind == "hnsw32" else 0)
 
     after = load_index(path, settings)
-    assert _spans(after, A) == kept, "an unchanged document keeps its passages' ids"
-    new_ids = {pid for pid, _, _ in _spans(after, B) + _spans(after, "new.txt")}
+    assert _spans(after, B) == kept, "an unchanged document keeps its passages' ids"
+    new_ids = {pid for pid, _, _ in _spans(after, A) + _spans(after, "new.txt")}
     assert not new_ids & old_ids and min(new_ids) >= next_id
     assert after.manifest["next_id"] == next_id + len(new_ids)
     assert set(after.dense.ids().tolist()) == set(after.store.ids.tolist()) == set(after.keyword.ids.tolist())
@@ -217,7 +217,9 @@ def test_update_keeps_passage_ids_and_forgets_changed_ones(corpus, tmp_path, set
     retriever = Retriever(after, embedder, settings)
     for vector in old_vectors:
         assert not {pid for pid, _ in retriever.dense(vector, len(after.store))} & old_ids
-    words = terms(after.store.document(B).text)
+    for pid, _, _ in kept + _spans(after, "new.txt"):  # each passage is its own nearest neighbour
+        assert retriever.dense(after.store.passage_vectors([pid])[0], 1)[0][0] == pid
+    words = terms(after.store.document(A).text)
     assert not {pid for pid, _ in retriever.keyword(words, len(after.store))} & old_ids
     assert {pid for pid, _ in retriever.keyword(words, len(after.store))} & new_ids
 
@@ -245,6 +247,6 @@ def test_an_older_format_is_refused_with_the_rebuild_command(corpus, tmp_path, s
     assert rebuild in str(caught.value)
     with pytest.raises(IndexMismatch, match="--rebuild"):
         qa.index_paths([corpus], index=path, settings=settings)
-    assert any("format 3" in p and "--rebuild" in p for p in check_index(path))
+    assert any("format 3" in p for p in check_index(path))
     qa.index_paths([corpus], index=path, settings=settings, rebuild=True)
     assert load_index(path, settings).manifest["format"] == 4 and check_index(path) == []

@@ -408,8 +408,7 @@ def check_index(path: Path) -> list[str]:
         return [str(exc)]
     problems = []
     if manifest["format"] not in READABLE_FORMATS:
-        problems.append(f"format {manifest['format']} is not one this version reads: rebuild it with "
-                        f"`qa index CORPUS --index {path} --rebuild`")
+        problems.append(f"format {manifest['format']} is not one this version reads")
     if not manifest.get("checksums"):
         problems.append("the manifest has no checksums (built before format 3), so changed files cannot be found")
     problems += verify_files(path, gen, manifest)

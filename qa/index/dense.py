@@ -1,9 +1,9 @@
 """Dense search: passages by inner product with a query vector, keyed by stable passage id.
 
-The default implementation wraps FAISS in ``IndexIDMap2``, so FAISS returns our passage
-ids and ``remove_ids`` takes them. It is exact up to ``EXACT_MAX`` passages, HNSW up to
-``HNSW_MAX``, and IVF with 8-bit scalar quantization beyond. HNSW cannot remove
-vectors: :func:`carry_over` rebuilds it from the stored vectors when passages go, and
+The default implementation keys FAISS by passage id (IVF natively, flat and HNSW
+through ``IndexIDMap2``), so ``remove_ids`` takes our ids and searches return them.
+It is exact up to ``EXACT_MAX`` passages, HNSW up to ``HNSW_MAX``, and IVF with 8-bit
+scalar quantization beyond. HNSW cannot remove vectors: :func:`carry_over` rebuilds it from the stored vectors when passages go, and
 rebuilds any kind when the corpus crosses into another size class.
 """
 from __future__ import annotations
@@ -56,13 +56,30 @@ def kind_for(n: int) -> str:
 
 
 class FaissSearch:
-    """FAISS under an id map; ``vectors_of(ids)`` reads stored vectors to score a small filter exactly."""
+    """FAISS keyed by passage id; ``vectors_of(ids)`` reads stored vectors to score a small filter exactly.
+
+    IVF keeps ids in its inverted lists; flat and HNSW cannot, so they sit in an
+    ``IndexIDMap2`` (saved with them). Searches go to the inner index and labels are
+    translated here: the id map's own search translates in an OpenMP loop whose thread
+    wake-up cost milliseconds a query on a busy machine.
+    """
 
     def __init__(self, index, kind: str, vectors_of: VectorsOf) -> None:
+        import faiss
+
         self.index = index
         self.kind = kind
         self.vectors_of = vectors_of
-        _tune(index)
+        self._mapped = isinstance(index, faiss.IndexIDMap2)
+        self._inner = faiss.downcast_index(index.index) if self._mapped else index
+        self._labels = self._read_labels()
+        _tune(self._inner)
+
+    def _read_labels(self) -> np.ndarray | None:
+        """Inner position -> passage id, for an id-mapped index."""
+        import faiss
+
+        return faiss.vector_to_array(self.index.id_map).astype(np.int64) if self._mapped else None
 
     def __len__(self) -> int:
         return int(self.index.ntotal)
@@ -75,16 +92,17 @@ class FaissSearch:
         n, dim = vectors.shape
         kind = kind or kind_for(n)
         if kind == "flat-ip":
-            inner = faiss.IndexFlatIP(dim)
+            index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         elif kind == "hnsw32":
             inner = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
             inner.hnsw.efConstruction = 80
+            index = faiss.IndexIDMap2(inner)
         else:
-            inner = faiss.index_factory(dim, kind, faiss.METRIC_INNER_PRODUCT)
-            nlist = faiss.extract_index_ivf(inner).nlist
+            index = faiss.index_factory(dim, kind, faiss.METRIC_INNER_PRODUCT)
+            nlist = faiss.extract_index_ivf(index).nlist
             sample = np.random.default_rng(0).choice(n, size=min(n, 40 * nlist), replace=False)
-            inner.train(np.ascontiguousarray(vectors[np.sort(sample)], dtype=np.float32))
-        dense = cls(faiss.IndexIDMap2(inner), kind, vectors_of)
+            index.train(np.ascontiguousarray(vectors[np.sort(sample)], dtype=np.float32))
+        dense = cls(index, kind, vectors_of)
         dense.add(ids, vectors)
         return dense
 
@@ -93,6 +111,7 @@ class FaissSearch:
         for lo in range(0, len(ids), 100_000):
             self.index.add_with_ids(np.ascontiguousarray(vectors[lo:lo + 100_000], dtype=np.float32),
                                     np.ascontiguousarray(ids[lo:lo + 100_000]))
+        self._labels = self._read_labels()
 
     @property
     def removable(self) -> bool:
@@ -108,6 +127,7 @@ class FaissSearch:
         if not self.removable:
             raise NotImplementedError("FAISS HNSW cannot remove vectors: rebuild it")
         self.index.remove_ids(faiss.IDSelectorBatch(np.asarray(ids, dtype=np.int64)))
+        self._labels = self._read_labels()
 
     def search(self, query: np.ndarray, k: int, doc_filter: np.ndarray | None = None) -> Hits:
         total = len(self)
@@ -124,13 +144,18 @@ class FaissSearch:
         if doc_filter is not None:
             import faiss
 
-            selector = faiss.IDSelectorBatch(np.asarray(doc_filter, dtype=np.int64))
+            allowed = np.asarray(doc_filter, dtype=np.int64)
+            if self._labels is not None:
+                allowed = np.flatnonzero(np.isin(self._labels, allowed)).astype(np.int64)
+            selector = faiss.IDSelectorBatch(allowed)
             params = (faiss.SearchParametersHNSW(sel=selector, efSearch=max(HNSW_EF_SEARCH, k))
                       if self.kind.startswith("hnsw")
                       else faiss.SearchParametersIVF(sel=selector, nprobe=64) if self.kind.startswith("IVF")
                       else faiss.SearchParameters(sel=selector))
-        scores, ids = self.index.search(query.reshape(1, -1).astype(np.float32), k, params=params)
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+        scores, found = self._inner.search(query.reshape(1, -1).astype(np.float32), k, params=params)
+        keep = found[0] >= 0
+        ids = found[0][keep] if self._labels is None else self._labels[found[0][keep]]
+        return [(int(i), float(s)) for i, s in zip(ids, scores[0][keep])]
 
     def save(self, directory: Path) -> None:
         import faiss
@@ -143,14 +168,19 @@ class FaissSearch:
 
         index = faiss.read_index(str(directory / FILE))
         if not isinstance(index, faiss.IndexIDMap2):
-            raise ValueError("not an id-mapped FAISS index")
+            faiss.extract_index_ivf(index)  # else not an index keyed by passage id: raises
         return cls(index, kind or _kind_of(index), vectors_of)
 
     def ids(self) -> np.ndarray:
         """Every passage id held."""
         import faiss
 
-        return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        if self._labels is not None:
+            return self._labels.copy()
+        invlists = faiss.extract_index_ivf(self.index).invlists
+        parts = [faiss.rev_swig_ptr(invlists.get_ids(i), invlists.list_size(i)).copy()
+                 for i in range(invlists.nlist) if invlists.list_size(i)]
+        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
 
 
 def carry_over(previous: FaissSearch, removed: np.ndarray, added: np.ndarray, added_vectors: np.ndarray,
@@ -170,11 +200,10 @@ def carry_over(previous: FaissSearch, removed: np.ndarray, added: np.ndarray, ad
     return previous
 
 
-def _tune(index) -> None:
+def _tune(inner) -> None:
     """Search-time accuracy knobs of approximate indexes (not stored by FAISS)."""
     import faiss
 
-    inner = faiss.downcast_index(index.index) if hasattr(index, "id_map") else index
     if hasattr(inner, "hnsw"):
         inner.hnsw.efSearch = HNSW_EF_SEARCH
     try:
@@ -186,7 +215,7 @@ def _tune(index) -> None:
 def _kind_of(index) -> str:
     import faiss
 
-    inner = faiss.downcast_index(index.index)
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
     if hasattr(inner, "hnsw"):
         return "hnsw32"
     try:
