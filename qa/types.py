@@ -36,7 +36,10 @@ class Sentence:
 
 @dataclass(frozen=True)
 class Passage:
-    """A retrievable chunk of whole sentences; ``text == document.text[start:end]``."""
+    """A retrievable chunk of whole sentences; ``text == document.text[start:end]``.
+
+    ``passage_id`` is its stable id in the index: kept across updates while its document is unchanged.
+    """
 
     passage_id: int
     doc_id: str

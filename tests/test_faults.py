@@ -219,6 +219,18 @@ def test_garbled_texts_head_and_doc_freq_tail_name_the_file(damaged, settings):
         load_index(damaged, settings)
 
 
+def test_repeated_passage_ids_name_the_file(damaged, settings):
+    gen = live(damaged)
+    manifest = json.loads((gen / "manifest.json").read_text())
+    del manifest["checksums"]  # the structural check, not the checksum, must catch it
+    (gen / "manifest.json").write_text(json.dumps(manifest))
+    ids = np.load(gen / "passage_ids.npy")
+    ids[1] = ids[0]
+    np.save(gen / "passage_ids.npy", ids)
+    with pytest.raises(IndexCorrupt, match="passage_ids.npy holds repeated ids.*" + REBUILD):
+        load_index(damaged, settings)
+
+
 def test_garbled_current_pointer_is_a_clear_error(damaged, settings):
     (damaged / "CURRENT").write_text("../../etc")
     with pytest.raises(IndexCorrupt, match="CURRENT.*" + REBUILD):

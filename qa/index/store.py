@@ -353,9 +353,13 @@ def table_problem(passages: np.ndarray, sentences: np.ndarray, lengths: Sequence
 
 def ids_problem(ids: np.ndarray, next_id: int) -> str | None:
     """Passage ids must be distinct, non-negative and below the manifest's counter."""
-    if len(ids) and (ids.min() < 0 or ids.max() >= next_id or len(np.unique(ids)) != len(ids)):
-        return "passage_ids.npy holds repeated or impossible ids"
-    return None
+    if not len(ids):
+        return None
+    if ids.min() < 0 or ids.max() >= next_id:
+        return "passage_ids.npy holds impossible ids"
+    seen = np.zeros(next_id, dtype=bool)
+    seen[ids] = True
+    return None if int(seen.sum()) == len(ids) else "passage_ids.npy holds repeated ids"
 
 
 # ---------------------------------------------------------------- generations
