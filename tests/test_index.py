@@ -250,3 +250,35 @@ def test_an_older_format_is_refused_with_the_rebuild_command(corpus, tmp_path, s
     assert any("format 3" in p for p in check_index(path))
     qa.index_paths([corpus], index=path, settings=settings, rebuild=True)
     assert load_index(path, settings).manifest["format"] == 4 and check_index(path) == []
+
+
+@pytest.mark.parametrize("kind", ["flat-ip", "hnsw32", "IVF16,SQ8"])
+def test_dense_search_by_id_on_every_kind(kind, tmp_path, monkeypatch):
+    """Ids, not positions, come back from every kind, filtered through FAISS's selector or not, and after a delete."""
+    import qa.index.dense as dense_module
+    from qa.index import FaissSearch
+
+    monkeypatch.setattr(dense_module, "EXACT_FILTER_MAX", 0)  # take the FAISS selector path
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((400, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = rng.permutation(10_000)[:400].astype(np.int64) + 7  # neither positions nor sorted
+    table = dict(zip(ids.tolist(), vectors))
+    vectors_of = lambda wanted: np.stack([table[int(i)] for i in wanted])
+    dense = FaissSearch.build(ids, vectors, vectors_of, kind=kind)
+    allowed = ids[::3]
+    for i in (0, 5, 30):
+        assert dense.search(vectors[i], 1)[0][0] == ids[i]
+        hits = dense.search(vectors[i], 5, allowed)
+        assert hits and all(pid in set(allowed.tolist()) for pid, _ in hits)
+        best = allowed[np.argmax(vectors_of(allowed) @ vectors[i])]
+        assert hits[0][0] == best
+    dense.save(tmp_path)
+    loaded = FaissSearch.load(tmp_path, vectors_of, kind)
+    assert loaded.search(vectors[5], 3) == dense.search(vectors[5], 3)
+    assert sorted(loaded.ids().tolist()) == sorted(ids.tolist())
+    if loaded.removable:
+        loaded.delete(ids[:10])
+        assert len(loaded) == 390 and not set(loaded.ids().tolist()) & set(ids[:10].tolist())
+        assert loaded.search(vectors[30], 1)[0][0] == ids[30]
+        assert all(pid not in set(ids[:10].tolist()) for pid, _ in loaded.search(vectors[0], 20))
