@@ -80,18 +80,19 @@ def slow_save(path, arr, *a, **k):
 qa.index.np.save = slow_save
 import qa
 from qa.settings import Settings
-qa.index_paths([sys.argv[1]], index=sys.argv[2], settings=Settings.from_env(), rebuild=True)
+qa.index_paths([sys.argv[1]], index=sys.argv[2], settings=Settings.from_env(), rebuild=sys.argv[3] == "rebuild")
 """
 
 
-def test_killed_save_leaves_previous_index_loadable(corpus, tmp_path, settings, embedder):
+@pytest.mark.parametrize("how", ["rebuild", "update"])
+def test_killed_save_leaves_previous_index_loadable(corpus, tmp_path, settings, embedder, how):
     path = tmp_path / "idx"
     qa.index_paths([corpus], index=path, settings=settings)
     q = "Who will be the spokesperson of the new political alliance?"
     before = top_k(path, settings, embedder, q)
     (corpus / "000_e8572f977ee04a7c.txt").write_text("Replaced text that is different.", encoding="utf-8")
     # np.save slowed down only so the kill lands mid-save; everything else is the real code path.
-    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(corpus), str(path)],
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(corpus), str(path), how],
                             stdout=subprocess.PIPE, text=True, env=os.environ)
     assert proc.stdout.readline().strip() == "SAVING"
     proc.send_signal(signal.SIGKILL)
