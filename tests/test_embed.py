@@ -34,3 +34,18 @@ def test_answering_from_a_built_index_does_not_import_torch(seeds_index):
     text, torch_loaded, st_loaded = json.loads(done.stdout.strip().splitlines()[-1])
     assert "Ahmed al-Asadi" in text and "[1]" in text
     assert not torch_loaded and not st_loaded
+
+
+def test_one_forward_pass_gives_the_passage_vector_and_one_per_sentence(embedder):
+    text = ("Oil prices rose by 3% on Monday after OPEC cut output. The central bank kept its rate at 4.5%. "
+            "Fans queued for hours to buy tickets for the final.")
+    cuts = [(0, 54), (55, 95), (96, len(text))]
+    whole, (per_sentence,) = embedder.encode_with_spans([text], [cuts])
+    assert np.allclose(whole, embedder.encode([text]), atol=1e-5), "the passage vector is encode()'s"
+    assert per_sentence.shape == (3, embedder.dim)
+    assert np.allclose(np.linalg.norm(per_sentence, axis=1), 1.0, atol=1e-5)
+    alone = embedder.encode([text[s:e] for s, e in cuts])
+    sims = per_sentence @ alone.T
+    # each sentence embedded on its own finds its own pooled vector first (pooled vectors also
+    # share their passage's context, which the index takes partly out: Settings.sentence_context)
+    assert list(sims.argmax(axis=0)) == [0, 1, 2], sims

@@ -174,7 +174,7 @@ def build_index(
 
     if settings.sentence_vectors == "derived":
         p_vecs, s_vecs = _embed_derived(embedder, fresh_p_text, fresh_s_text, doc_blocks, fresh_slots,
-                                        settings.batch_size, progress)
+                                        settings.batch_size, progress, settings.sentence_context)
     else:
         p_vecs, s_vecs = _embed_unique(embedder, fresh_p_text, fresh_s_text, settings.batch_size, progress)
     report.embedded_passages = len(fresh_p_text)
@@ -247,10 +247,12 @@ def _embed_unique(embedder: Embedder, p_text: list[str], s_text: list[str], batc
 
 
 def _embed_derived(embedder: Embedder, p_text: list[str], s_text: list[str], blocks: list,
-                   slots: list[tuple[int, int, int]], batch_size: int, progress: Progress | None) -> tuple[np.ndarray, np.ndarray]:
+                   slots: list[tuple[int, int, int]], batch_size: int, progress: Progress | None,
+                   context: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Passage vectors and, from the same forward pass, each sentence's pooled tokens.
 
-    A sentence shared by two passages (the overlap) takes its vector from the first.
+    A sentence shared by two passages (the overlap) takes its vector from the first,
+    less ``context`` times that passage's vector (what all its sentences share).
     """
     spans: list[list[tuple[int, int]]] = []
     owners: list[tuple[int, int] | None] = []  # per fresh sentence, in table order: (fresh passage, span)
@@ -278,7 +280,8 @@ def _embed_derived(embedder: Embedder, p_text: list[str], s_text: list[str], blo
     s_vecs = np.zeros((len(owners), embedder.dim), dtype=np.float32)
     for n, owner in enumerate(owners):
         if owner is not None:
-            s_vecs[n] = span_vecs[owner[0]][owner[1]]
+            s_vecs[n] = span_vecs[owner[0]][owner[1]] - context * p_vecs[owner[0]]
+    s_vecs /= np.maximum(np.linalg.norm(s_vecs, axis=1, keepdims=True), 1e-12)
     alone = [n for n, owner in enumerate(owners) if owner is None]
     if alone:  # a sentence in no passage (not made by chunk_document today): embed it by itself
         s_vecs[alone] = embedder.encode([s_text[n] for n in alone], batch_size=batch_size)
@@ -335,7 +338,8 @@ def check_compatible(manifest: dict, settings: Settings, path: Path) -> None:
                             f"{', '.join(map(str, READABLE_FORMATS))}: rebuild it with `qa index CORPUS --index {path} --rebuild`")
     want = settings.index_params()
     have = manifest.get("params") or {}
-    diffs = [f"{k}: index has {have.get(k)!r}, settings ask {v!r}" for k, v in want.items() if have.get(k) != v]
+    diffs = [f"{k}: index has {have.get(k)!r}, settings ask {want.get(k)!r}"
+             for k in dict.fromkeys([*want, *have]) if have.get(k) != want.get(k)]
     if diffs:
         raise IndexMismatch(f"index at {path} was built with other settings ({'; '.join(diffs)}): "
                             f"rebuild it with `qa index CORPUS --index {path} --rebuild`, "
