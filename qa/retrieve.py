@@ -167,9 +167,10 @@ class Retriever:
 
         A passage is an average of several sentences; a paraphrased question often matches
         one sentence better than any passage (the answer sentence drowned by its neighbours).
+        Needs every sentence's vector: only for an index that stores them (QA_SENTENCE_VECTORS).
         """
         store = self.index.store
-        if store.sentence_count == 0:
+        if store.sentence_count == 0 or not store.stores_sentence_vectors:
             return []
         owner = store.sentence_owners()
         scores = store.sentence_vectors(slice(None)) @ vector

@@ -85,9 +85,13 @@ class Settings:
     # fused with this RRF weight (0: off). Off until measured on SciFact: on the news dev split it
     # lifts paraphrases 0.33 -> 0.47 and evidence@5 +0.015, on the seeds it costs one multidoc item.
     sentence_weight: float = 0.0
-    # Sentence vectors: "separate" embeds every sentence on its own; "derived" pools each
-    # sentence's tokens out of its passage's forward pass (one pass for both, half the build).
-    sentence_vectors: str = "separate"
+    # Sentence vectors: "ondemand" embeds the sentences of the retrieved passages when a question
+    # first needs them (cached; nothing stored, no sentence pass at build: half the build, a
+    # third of the disk; answers identical to "separate"); "separate" embeds and stores every
+    # sentence at build time (the default until 2026-11-22); "derived" pools each sentence's
+    # tokens out of its passage's forward pass (measured, eval/README.md "Sentence vectors":
+    # better news recall, but two seed behaviours regress, so not the default).
+    sentence_vectors: str = "ondemand"
     # Derived sentence vectors carry their passage's context; this share of the passage vector
     # is taken out so sentences of one passage stay apart. Grid {0, .15, .3, .45, .6} on the
     # seeds and the news dev split: .3 is the only value that holds the seeds (0.82) and lifts dev.
@@ -142,8 +146,8 @@ class Settings:
             "chunk_chars": self.chunk_chars,
             "chunk_overlap": self.chunk_overlap,
             "segmenter": "pysbd+rules/1",
-        } | ({} if self.sentence_vectors == "separate" else
-             {"sentence_vectors": self.sentence_vectors, "sentence_context": self.sentence_context})
+            "sentence_vectors": self.sentence_vectors,
+        } | ({"sentence_context": self.sentence_context} if self.sentence_vectors == "derived" else {})
 
     def fingerprint(self) -> str:
         """A short hash of :meth:`index_params`."""

@@ -99,7 +99,7 @@ def test_full_disk_keeps_the_previous_index_and_leaves_nothing_behind(corpus, tm
         qa.index_paths([corpus], index=path, settings=settings)
         before = check_index(path), (path / "CURRENT").read_text(), shutil.disk_usage(disk).free
         assert before[0] == []
-        words = " ".join(f"Convoy {i} reached the Umm Qasr depot with grain and fuel." for i in range(250))
+        words = " ".join(f"Convoy {i} reached the Umm Qasr depot with grain and fuel." for i in range(2500))
         (corpus / "big.txt").write_text(words, encoding="utf-8")
         with pytest.raises(IndexWriteError, match=f"no space left on {path}: the previous index is intact"):
             qa.index_paths([corpus], index=path, settings=settings)
@@ -128,7 +128,7 @@ def _flip(f: Path, at: int | None = None) -> None:
 def test_every_file_carries_a_checksum_and_one_changed_byte_is_refused(built, tmp_path, settings):
     files = json.loads((live(built) / "manifest.json").read_text())["checksums"]
     assert set(files) >= {"documents.jsonl", "texts.bin", "passages.npy", "passage_ids.npy", "sentences.npy",
-                          "passage_vectors.npy", "sentence_vectors.npy", "dense.faiss", "keyword_ids.npy",
+                          "passage_vectors.npy", "dense.faiss", "keyword_ids.npy",
                           "terms.json", "doc_freq.npy"}
     assert any(name.startswith("bm25/") for name in files)
     for name in files:
@@ -175,10 +175,10 @@ def test_big_files_are_verified_in_the_background(damaged, settings, embedder, m
     from qa.retrieve import Query, Retriever
 
     monkeypatch.setattr(qa.index, "EAGER_VERIFY_MAX", 1000)
-    _flip(live(damaged) / "sentence_vectors.npy")
+    _flip(live(damaged) / "passage_vectors.npy")
     index = load_index(damaged, settings)
     assert index.verified.wait(30)
-    with pytest.raises(IndexCorrupt, match="sentence_vectors.npy.*checksum"):
+    with pytest.raises(IndexCorrupt, match="passage_vectors.npy.*checksum"):
         Retriever(index, embedder, settings).search(Query(QUESTION))
 
 

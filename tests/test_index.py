@@ -29,7 +29,8 @@ def test_manifest_and_round_trip(seeds_index, settings, embedder):
     assert set(manifest["documents"]) == {"000_e8572f977ee04a7c.txt", "002_476c018fafa87246.txt"}
     index = load_index(seeds_index, settings)
     assert len(index.dense) == manifest["passages"] == len(index.store) == len(index.keyword)
-    np.testing.assert_allclose(np.linalg.norm(index.store.sentence_vectors(slice(None)), axis=1), 1, atol=1e-4)
+    rows = np.arange(index.store.sentence_count)
+    np.testing.assert_allclose(np.linalg.norm(index.store.sentence_vectors(rows), axis=1), 1, atol=1e-4)
     q = "Who will be the spokesperson of the new political alliance?"
     first = top_k(seeds_index, settings, embedder, q)
     assert first == top_k(seeds_index, settings, embedder, q) and len(first) == 5
@@ -283,3 +284,25 @@ def test_dense_search_by_id_on_every_kind(kind, tmp_path, monkeypatch):
         assert len(loaded) == 390 and not set(loaded.ids().tolist()) & set(ids[:10].tolist())
         assert loaded.search(vectors[30], 1)[0][0] == ids[30]
         assert all(pid not in set(ids[:10].tolist()) for pid, _ in loaded.search(vectors[0], 20))
+
+
+def test_sentence_vectors_on_demand_are_the_sentences_own_and_never_stored(seeds_index, settings, embedder):
+    """The default index stores no sentence vectors; the ones computed when asked equal the
+    sentence embedded on its own, repeat from a bounded cache, and the whole table is refused."""
+    from qa.index.store import PassageStore
+
+    assert settings.sentence_vectors == "ondemand"
+    gen = seeds_index / (seeds_index / "CURRENT").read_text()
+    assert not (gen / "sentence_vectors.npy").exists()
+    store = load_index(seeds_index, settings).store
+    assert not store.stores_sentence_vectors
+    rows = np.array([3, 0, 3, 7])
+    got = store.sentence_vectors(rows)
+    alone = embedder.encode([store.sentence_text(int(r)) for r in rows])
+    assert (got * alone).sum(axis=1).min() > 0.9999
+    with pytest.raises(ValueError, match="on demand"):
+        store.sentence_vectors(slice(None))
+    small = PassageStore(store.documents, store.table, store.ids, store.sentences,
+                         store.passage_vectors(store.ids), None, store.encoder, cache_size=2)
+    np.testing.assert_allclose(small.sentence_vectors([0, 1, 2, 0]), store.sentence_vectors([0, 1, 2, 0]), atol=1e-6)
+    assert len(small._cache) == 2

@@ -50,13 +50,13 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from qa.chunk import chunk_document
-from qa.embed import Embedder
+from qa.embed import Embedder, get_query_encoder
 from qa.index.dense import EXACT_FILTER_MAX, EXACT_MAX, HNSW_MAX, DenseSearch, FaissSearch, carry_over, kind_for
 from qa.index.keyword import BM25_B, BM25_K1, Bm25Search, KeywordSearch
 from qa.index.store import (NO_PAGE, P_DOC, P_END, P_FIRST, P_LAST, P_PAGE, P_START, S_DOC, S_END, S_PAGE, S_START,
                             DocumentStore, IndexCorrupt, IndexMismatch, IndexNotFound, IndexProblem, IndexWriteError,
                             PassageStore, corrupt, file_digest, live, read_manifest, reading, table_problem,
-                            verify_files, write_generation)
+                            verify_files, write_generation, SentenceEncoder)
 from qa.index.terms import STOPWORDS, terms
 from qa.settings import Settings
 from qa.types import Document
@@ -172,18 +172,21 @@ def build_index(
         if progress:
             progress("chunking", doc_i + 1, len(documents))
 
+    on_demand = settings.sentence_vectors == "ondemand"
     if settings.sentence_vectors == "derived":
         p_vecs, s_vecs = _embed_derived(embedder, fresh_p_text, fresh_s_text, doc_blocks, fresh_slots,
                                         settings.batch_size, progress, settings.sentence_context)
     else:
-        p_vecs, s_vecs = _embed_unique(embedder, fresh_p_text, fresh_s_text, settings.batch_size, progress)
+        p_vecs, s_vecs = _embed_unique(embedder, fresh_p_text, [] if on_demand else fresh_s_text,
+                                       settings.batch_size, progress)
     report.embedded_passages = len(fresh_p_text)
-    report.embedded_sentences = len(fresh_s_text) if settings.sentence_vectors != "derived" else 0
+    report.embedded_sentences = len(fresh_s_text) if settings.sentence_vectors == "separate" else 0
     p_off = s_off = 0
     fresh_ids = []
     for block, n_p, n_s in fresh_slots:
         p_tab, s_tab, _, _, ids = doc_blocks[block]
-        doc_blocks[block] = (p_tab, s_tab, p_vecs[p_off:p_off + n_p], s_vecs[s_off:s_off + n_s], ids)
+        doc_blocks[block] = (p_tab, s_tab, p_vecs[p_off:p_off + n_p],
+                             None if on_demand else s_vecs[s_off:s_off + n_s], ids)
         fresh_ids.append(ids)
         p_off += n_p
         s_off += n_s
@@ -192,7 +195,7 @@ def build_index(
     passages, sentences = _concat_tables(doc_blocks)
     passage_vectors = _stack([b[2] for b in doc_blocks], dim)
     store = PassageStore(list(documents), passages, _ids([b[4] for b in doc_blocks]), sentences, passage_vectors,
-                         _stack([b[3] for b in doc_blocks], dim))
+                         None if on_demand else _stack([b[3] for b in doc_blocks], dim), sentence_encoder(settings))
     added = _ids(fresh_ids)
     if previous is None:
         dense: DenseSearch = FaissSearch.build(store.ids, passage_vectors, store.passage_vectors)
@@ -352,7 +355,7 @@ def load_index(path: Path, settings: Settings, *, mmap: bool = True) -> Index:
         gen, manifest = read_manifest(path)
         check_compatible(manifest, settings, path)
         try:
-            return _load_generation(path, gen, manifest, mmap)
+            return _load_generation(path, gen, manifest, mmap, sentence_encoder(settings))
         except IndexCorrupt:
             if attempt < 2 and live(path) != gen.name:
                 continue  # a writer made another generation live (and removed this one) while we read
@@ -360,7 +363,13 @@ def load_index(path: Path, settings: Settings, *, mmap: bool = True) -> Index:
     raise AssertionError("unreachable")
 
 
-def _load_generation(path: Path, gen: Path, manifest: dict, mmap: bool) -> Index:
+def sentence_encoder(settings: Settings) -> Callable[[], SentenceEncoder]:
+    """The encoder on-demand sentence vectors use: the light one answering loads anyway."""
+    return lambda: get_query_encoder(settings.model, settings.model_cache, settings.batch_size)
+
+
+def _load_generation(path: Path, gen: Path, manifest: dict, mmap: bool,
+                     encoder: Callable[[], SentenceEncoder] | None = None) -> Index:
     files = manifest.get("files") or {}
     big = [n for n, size in files.items() if isinstance(size, int) and size > EAGER_VERIFY_MAX]
     sizes_ok = verify_files(path, gen, {"files": files})
@@ -369,7 +378,7 @@ def _load_generation(path: Path, gen: Path, manifest: dict, mmap: bool) -> Index
     problems = verify_files(path, gen, manifest, [n for n in files if n not in big])
     if problems:
         raise IndexCorrupt(corrupt(path, problems[0]))
-    store = PassageStore.load(gen, manifest, mmap)
+    store = PassageStore.load(gen, manifest, mmap, encoder)
     with reading(path, "dense.faiss"):
         dense = FaissSearch.load(gen, store.passage_vectors, str(manifest.get("dense") or ""))
     keyword = Bm25Search.load(gen, store.passage_texts, mmap)

@@ -20,10 +20,12 @@ import json
 import os
 import re
 import shutil
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
@@ -148,6 +150,15 @@ def read_documents(gen: Path) -> tuple[DocumentStore, list[int]]:
 # ---------------------------------------------------------------- passages and sentences
 
 
+SENTENCE_CACHE = 50_000  # on-demand sentence vectors kept (about 75 MB): a long chat's worth of passages
+
+
+class SentenceEncoder(Protocol):
+    """What embeds sentences on demand: the bundled model's light query encoder."""
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
 @dataclass(frozen=True)
 class DocumentPart:
     """One document's rows of a store, rebased to start at 0: what a build carries over unchanged."""
@@ -156,24 +167,34 @@ class DocumentPart:
     ids: np.ndarray
     sentences: np.ndarray
     passage_vectors: np.ndarray
-    sentence_vectors: np.ndarray
+    sentence_vectors: np.ndarray | None
 
 
 class PassageStore:
     """Documents, passages by stable id, sentences by row, and their vectors.
 
-    ``sentence_vectors(rows)`` is the one way sentence vectors are read, so they can
-    later be computed on demand instead of stored.
+    ``sentence_vectors(rows)`` is the one way sentence vectors are read: stored (half
+    precision) when the index was built with them, else embedded when first asked for and
+    kept in a bounded cache, since a question only ever scores the sentences of the few
+    passages it retrieved.
     """
 
     def __init__(self, documents: Sequence[Document], passages: np.ndarray, passage_ids: np.ndarray,
-                 sentences: np.ndarray, passage_vectors: np.ndarray, sentence_vectors: np.ndarray) -> None:
+                 sentences: np.ndarray, passage_vectors: np.ndarray, sentence_vectors: np.ndarray | None,
+                 encoder: Callable[[], SentenceEncoder] | None = None, cache_size: int = SENTENCE_CACHE) -> None:
         self.documents = documents
         self.table = passages
         self.ids = np.asarray(passage_ids, dtype=np.int64)
         self.sentences = sentences
         self._p_vecs = passage_vectors
-        self._s_vecs = sentence_vectors
+        # Sentence vectors only rank a few dozen sentences per question: half precision is
+        # enough (the seeds eval is identical) and halves the largest file of the index.
+        self._s_vecs = None if sentence_vectors is None else (
+            sentence_vectors if sentence_vectors.dtype == np.float16 else sentence_vectors.astype(np.float16))
+        self.encoder = encoder
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._cache_size = cache_size
+        self._cache_lock = threading.Lock()
         if isinstance(documents, DocumentStore):
             self.doc_ids, self.fingerprints = documents.ids, documents.fingerprints
         else:
@@ -260,9 +281,40 @@ class PassageStore:
             return None
         return row - 1
 
+    @property
+    def stores_sentence_vectors(self) -> bool:
+        """Whether sentence vectors were computed at build time (else on demand)."""
+        return self._s_vecs is not None
+
     def sentence_vectors(self, rows: np.ndarray | Sequence[int] | slice) -> np.ndarray:
-        """Vectors of sentences ``rows`` (``slice(None)`` for all, without a copy when mapped)."""
-        return np.asarray(self._s_vecs[rows])
+        """Unit vectors of sentences ``rows``; ``slice(None)`` (all) only when they are stored."""
+        if self._s_vecs is not None:
+            return np.asarray(self._s_vecs[rows], dtype=np.float32)
+        if isinstance(rows, slice):
+            raise ValueError("this index embeds sentences on demand: ask for the rows you score, not all")
+        wanted = np.asarray(rows, dtype=np.int64).tolist()
+        with self._cache_lock:
+            found = {r: self._cache[r] for r in dict.fromkeys(wanted) if r in self._cache}
+            for r in found:
+                self._cache.move_to_end(r)
+        missing = [r for r in dict.fromkeys(wanted) if r not in found]
+        if missing:
+            if self.encoder is None:
+                raise ValueError("sentence vectors are computed on demand and this store has no encoder")
+            fresh = self.encoder().encode([self.sentence_text(r) for r in missing])
+            found.update(zip(missing, np.asarray(fresh, dtype=np.float32)))
+            with self._cache_lock:
+                for r in missing:
+                    self._cache[r] = found[r]
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        if not wanted:
+            return np.zeros((0, self.passage_dim), dtype=np.float32)
+        return np.stack([found[r] for r in wanted])
+
+    @property
+    def passage_dim(self) -> int:
+        return int(self._p_vecs.shape[1])
 
     def sentence_owners(self) -> np.ndarray:
         """For each sentence row, the id of the first passage that holds it (-1 for none); computed once."""
@@ -290,7 +342,8 @@ class PassageStore:
         p_tab[:, P_FIRST] -= shift
         p_tab[:, P_LAST] -= shift
         return DocumentPart(p_tab, self.ids[p_rows].copy(), self.sentences[s_rows].copy(),
-                            np.asarray(self._p_vecs[p_rows]), np.asarray(self._s_vecs[s_rows]))
+                            np.asarray(self._p_vecs[p_rows]),
+                            None if self._s_vecs is None else np.asarray(self._s_vecs[s_rows], dtype=np.float32))
 
     def save(self, gen: Path) -> None:
         """Documents, tables, passage ids and vectors, one file each."""
@@ -299,17 +352,21 @@ class PassageStore:
         np.save(gen / "passage_ids.npy", self.ids)
         np.save(gen / "sentences.npy", self.sentences)
         np.save(gen / "passage_vectors.npy", self._p_vecs)
-        np.save(gen / "sentence_vectors.npy", self._s_vecs)
+        if self._s_vecs is not None:
+            np.save(gen / "sentence_vectors.npy", self._s_vecs)
 
     @classmethod
-    def load(cls, gen: Path, manifest: dict, mmap: bool = True) -> PassageStore:
+    def load(cls, gen: Path, manifest: dict, mmap: bool = True,
+             encoder: Callable[[], SentenceEncoder] | None = None) -> PassageStore:
         """The store of generation ``gen``; a file that disagrees with ``manifest`` raises IndexCorrupt."""
         path = gen.parent
         documents, lengths = read_documents(gen)
         mode = "r" if mmap else None
         arrays = {}
+        stored = (manifest.get("params") or {}).get("sentence_vectors") != "ondemand"
+        arrays["sentence_vectors"] = None
         for name, mapped in (("passages", False), ("passage_ids", False), ("sentences", False),
-                             ("passage_vectors", True), ("sentence_vectors", True)):
+                             ("passage_vectors", True)) + ((("sentence_vectors", True),) if stored else ()):
             with reading(path, f"{name}.npy"):
                 arrays[name] = np.load(gen / f"{name}.npy", mmap_mode=mode if mapped else None)
         n_p, n_s, dim = manifest["passages"], manifest["sentences"], manifest["dimension"]
@@ -319,7 +376,8 @@ class PassageStore:
             ("passage_ids.npy", arrays["passage_ids"].shape == (n_p,)),
             ("sentences.npy", arrays["sentences"].shape == (n_s, 4)),
             ("passage_vectors.npy", arrays["passage_vectors"].shape == (n_p, dim)),
-            ("sentence_vectors.npy", arrays["sentence_vectors"].shape == (n_s, dim)),
+            ("sentence_vectors.npy", not stored or (arrays["sentence_vectors"].shape == (n_s, dim)
+                                                    and arrays["sentence_vectors"].dtype == np.float16)),
         ]
         for name, ok in shapes:
             if not ok:
@@ -329,7 +387,7 @@ class PassageStore:
         if problem:
             raise IndexCorrupt(corrupt(path, problem))
         return cls(documents, arrays["passages"], arrays["passage_ids"], arrays["sentences"],
-                   arrays["passage_vectors"], arrays["sentence_vectors"])
+                   arrays["passage_vectors"], arrays["sentence_vectors"], encoder)
 
 
 def table_problem(passages: np.ndarray, sentences: np.ndarray, lengths: Sequence[int]) -> str | None:
