@@ -21,7 +21,9 @@ import numpy as np
 
 from qa.api import get_engine
 from qa.embed import get_embedder
-from qa.evaluate import _cache_dir, _qrels_file, ndcg, read_qrels
+from qa.evaluation.beir import qrels_file as _qrels_file
+from qa.evaluation.corpora import cache_dir as _cache_dir
+from qa.evaluation.metrics import ndcg, read_qrels
 from qa.index import terms
 from qa.retrieve import reciprocal_rank_fusion
 from qa.settings import Settings
