@@ -28,6 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             index=getattr(args, "index", None),
             top_k=getattr(args, "k", None),
             llm=getattr(args, "llm", None),
+            store=getattr(args, "store", None),
         )
         return args.func(args, settings)
     except KeyboardInterrupt:
@@ -49,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="*", help=f"files or folders of {describe_formats()} (default: the seed corpus)")
     p.add_argument("--index", help="index directory (default: indexes/default or QA_INDEX)")
     p.add_argument("--rebuild", action="store_true", help="ignore the existing index and build from scratch")
+    p.add_argument("--store", help="milvus:PATH.db or milvus://HOST:PORT (default: local files, or QA_STORE)")
     p.set_defaults(func=_cmd_index)
 
     p = sub.add_parser("ask", help="answer a question with citations")
@@ -58,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--doc", action="append", dest="docs", help="restrict to this document id (repeatable)")
     p.add_argument("--llm", help="none | local | openai:MODEL | ollama:MODEL")
     p.add_argument("--json", action="store_true", help="print the answer as JSON")
+    p.add_argument("--store", help="milvus:PATH.db or milvus://HOST:PORT (default: local files, or QA_STORE)")
     p.set_defaults(func=_cmd_ask)
 
     p = sub.add_parser("check", help="verify an index's checksums and offsets and say what is wrong")
@@ -72,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the summary as JSON on the last line")
     p.add_argument("--out", help="write summary.json, per-item items.jsonl, report.md and chart.png here")
     p.add_argument("--compare", help="a previous summary.json to diff against")
+    p.add_argument("--store", help="milvus:PATH.db or milvus://HOST:PORT (default: local files, or QA_STORE)")
     p.add_argument("--limit", type=int, help="only the first N items / questions")
     p.add_argument("--split", help="QA sets: only the items of this split (dev, test)")
     p.add_argument("--corpus", help="QA sets: answer from an index of this folder (another copy of the set's "
@@ -93,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50, help="questions to time")
     p.add_argument("--k", type=int)
     p.add_argument("--no-stock", action="store_true", help="skip the llama-index pipeline")
+    p.add_argument("--store", help="milvus:PATH.db or milvus://HOST:PORT (default: local files, or QA_STORE)")
     p.add_argument("--work", help="keep the built indexes here (default: a temporary folder)")
     p.add_argument("--scale", help="instead: index sizes to measure, e.g. 10000,100000,1000000 (synthetic "
                                    "vectors, real sentences from CORPUS)")
@@ -103,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--index")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--store", help="milvus:PATH.db or milvus://HOST:PORT (default: local files, or QA_STORE)")
     p.add_argument("--llm")
     p.set_defaults(func=_cmd_chat)
     return parser

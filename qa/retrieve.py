@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from qa.embed import Embedder, QueryEncoder
-from qa.index import Index, IndexCorrupt, terms
+from qa.index import Index, IndexCorrupt, MilvusSearch, terms
 from qa.question import name_spans
 from qa.settings import Settings
 from qa.types import Passage
@@ -149,6 +149,9 @@ class Retriever:
         if allowed is not None and len(allowed) == 0:
             return []
         n = max(self.settings.candidates, k)
+        engine = self.index.dense if isinstance(self.index.dense, MilvusSearch) else None
+        if engine is not None:
+            return self._search_engine(engine, query, k, n, mode, vector, allowed, doc_ids)
         ranked: list[list[tuple[int, float]]] = []
         if mode in ("hybrid", "dense"):
             vec = self.embed_query(query) if vector is None else vector
@@ -161,6 +164,21 @@ class Retriever:
             weights.append(self.settings.sentence_weight)
         fused = ranked[0] if len(ranked) == 1 else reciprocal_rank_fusion(ranked, self.settings.rrf_k, weights)
         return [self.index.store.passage(pid, score) for pid, score in fused[:k]]
+
+    def _search_engine(self, engine: MilvusSearch, query: Query, k: int, n: int, mode: str,
+                       vector: np.ndarray | None, allowed: np.ndarray | None,
+                       doc_ids: Sequence[str] | None) -> list[Passage]:
+        """The same searches done by the engine: fusion included, the filter as its expression."""
+        store = self.index.store
+        names = None if doc_ids is None else [d for d in doc_ids if store.has_document(d)]
+        if mode == "bm25":
+            hits = engine.keyword_search(self.query_terms(query), k, allowed, names)
+        else:
+            vec = self.embed_query(query) if vector is None else vector
+            hits = (engine.dense_search(vec, k, allowed, names) if mode == "dense"
+                    else engine.hybrid(vec, self.query_terms(query), k, n, self.settings.rrf_k, allowed, names))
+        # a row the store does not hold (an update under way elsewhere) is never shown
+        return [store.passage(pid, score) for pid, score in hits if store.holds(pid)]
 
     def by_sentence(self, vector: np.ndarray, n: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
         """Passage ids ranked by their best sentence's similarity to ``vector``.

@@ -114,6 +114,14 @@ class Settings:
     # flagged as uncertain in the notice, only when at least this similar; below, removed.
     # Chosen on `qa eval --verifier all` (eval/README.md, "Verifier").
     paraphrase_min: float = 0.75
+    # Where passages are searched: "" (local FAISS + bm25s files, the default), "milvus:PATH.db"
+    # (milvus-lite in this process) or "milvus://HOST:PORT" (a Milvus server or cluster, reached
+    # with the token and TLS settings below); see README "Scaling out".
+    store: str = ""
+    milvus_token: str = ""
+    milvus_tls: bool = False
+    milvus_server_pem: str = ""
+    milvus_server_name: str = ""
     auth: str | None = None
     upload_max_bytes: int = 20 * 1024 * 1024
     # A corpus folder's symlinks that lead outside it are refused unless this is set.
@@ -147,7 +155,8 @@ class Settings:
             "chunk_overlap": self.chunk_overlap,
             "segmenter": "pysbd+rules/1",
             "sentence_vectors": self.sentence_vectors,
-        } | ({"sentence_context": self.sentence_context} if self.sentence_vectors == "derived" else {})
+        } | ({"sentence_context": self.sentence_context} if self.sentence_vectors == "derived" else {}) \
+          | ({"store": "milvus"} if self.store.strip() not in ("", "local", "faiss") else {})
 
     def fingerprint(self) -> str:
         """A short hash of :meth:`index_params`."""

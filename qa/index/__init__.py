@@ -53,6 +53,7 @@ from qa.chunk import chunk_document
 from qa.embed import Embedder, get_query_encoder
 from qa.index.dense import EXACT_FILTER_MAX, EXACT_MAX, HNSW_MAX, DenseSearch, FaissSearch, carry_over, kind_for
 from qa.index.keyword import BM25_B, BM25_K1, Bm25Search, KeywordSearch
+from qa.index.milvus import MilvusSearch, MilvusTarget, StoreUnavailable, collection_name, parse_store
 from qa.index.store import (NO_PAGE, P_DOC, P_END, P_FIRST, P_LAST, P_PAGE, P_START, S_DOC, S_END, S_PAGE, S_START,
                             DocumentStore, IndexCorrupt, IndexMismatch, IndexNotFound, IndexProblem, IndexWriteError,
                             PassageStore, corrupt, file_digest, live, read_manifest, reading, table_problem,
@@ -65,7 +66,8 @@ __all__ = [
     "BM25_B", "BM25_K1", "EXACT_FILTER_MAX", "EXACT_MAX", "FORMAT_VERSION", "HNSW_MAX", "NO_PAGE", "P_DOC", "P_END",
     "P_FIRST", "P_LAST", "P_PAGE", "P_START", "READABLE_FORMATS", "S_DOC", "S_END", "S_PAGE", "S_START", "STOPWORDS",
     "Bm25Search", "BuildReport", "DenseSearch", "DocumentStore", "FaissSearch", "Index", "IndexCorrupt",
-    "IndexMismatch", "IndexNotFound", "IndexProblem", "IndexWriteError", "KeywordSearch", "PassageStore",
+    "IndexMismatch", "IndexNotFound", "IndexProblem", "IndexWriteError", "KeywordSearch", "MilvusSearch",
+    "PassageStore", "StoreUnavailable", "store_target",
     "build_index", "check_compatible", "check_index", "file_digest", "index_lock", "kind_for", "load_index",
     "read_manifest", "save_index", "table_problem", "terms", "update_index", "verify_files",
 ]
@@ -128,12 +130,17 @@ def build_index(
     embedder: Embedder,
     previous: Index | None = None,
     progress: Progress | None = None,
+    name: str = "index",
 ) -> tuple[Index, BuildReport]:
     """Chunk and embed ``documents``, reusing passages, ids and vectors of unchanged documents in ``previous``.
 
     With ``previous``, its dense and keyword indexes are updated (and changed in place):
-    the ids of removed and changed documents deleted, the new passages added.
+    the ids of removed and changed documents deleted, the new passages added. With a
+    Milvus store (``settings.store``) a new build fills a new collection named after
+    ``name``; an update deletes, then inserts above the previous ``next_id``, so the live
+    generation keeps answering until the new one replaces it.
     """
+    target = store_target(settings)
     started = time.perf_counter()
     report = BuildReport()
     old = dict(zip(previous.doc_ids, previous.fingerprints)) if previous else {}
@@ -192,12 +199,18 @@ def build_index(
         s_off += n_s
 
     dim = embedder.dim
+    if target is not None:  # the engine keeps the passage vectors
+        doc_blocks = [(p, s, np.zeros((len(p), 0), np.float32), sv, ids) for p, s, _, sv, ids in doc_blocks]
     passages, sentences = _concat_tables(doc_blocks)
-    passage_vectors = _stack([b[2] for b in doc_blocks], dim)
+    passage_vectors = _stack([b[2] for b in doc_blocks], 0 if target is not None else dim)
     store = PassageStore(list(documents), passages, _ids([b[4] for b in doc_blocks]), sentences, passage_vectors,
-                         None if on_demand else _stack([b[3] for b in doc_blocks], dim), sentence_encoder(settings))
+                         None if on_demand else _stack([b[3] for b in doc_blocks], dim), sentence_encoder(settings),
+                         dim=dim)
     added = _ids(fresh_ids)
-    if previous is None:
+    if target is not None:
+        dense = keyword = _fill_milvus(target, store, previous, added, p_vecs, dim,
+                                       fixed_params(settings, dim), name, progress)
+    elif previous is None:
         dense: DenseSearch = FaissSearch.build(store.ids, passage_vectors, store.passage_vectors)
         keyword: KeywordSearch = Bm25Search.build(store.ids, store.passage_texts(store.ids), store.passage_texts)
     else:
@@ -208,6 +221,8 @@ def build_index(
         else:
             dense.delete(removed)
             dense.add(added, p_vecs)
+        if isinstance(dense, MilvusSearch):
+            raise IndexMismatch("a Milvus index cannot be updated as a local one")
         if len(removed) or len(added):
             if isinstance(keyword, Bm25Search):
                 keyword.texts_of = store.passage_texts  # the survivors' texts, for the rebuild bm25s needs
@@ -228,6 +243,38 @@ def build_index(
     index = Index(manifest, store, dense, keyword)
     report.seconds = time.perf_counter() - started
     return index, report
+
+
+def store_target(settings: Settings) -> MilvusTarget | None:
+    """The Milvus store ``settings`` name, or None for the local FAISS + bm25s files."""
+    return parse_store(settings.store, settings.milvus_token, settings.milvus_tls, settings.milvus_server_pem,
+                       settings.milvus_server_name)
+
+
+def fixed_params(settings: Settings, dim: int) -> dict:
+    """What a Milvus collection records of its index, checked on every open."""
+    return {"format": FORMAT_VERSION, "dimension": dim, **settings.index_params()}
+
+
+def _fill_milvus(target: MilvusTarget, store: PassageStore, previous: Index | None, added: np.ndarray,
+                 vectors: np.ndarray, dim: int, fixed: dict, name: str, progress: Progress | None) -> MilvusSearch:
+    """Bring the collection up to ``store``: rows of a killed update and of removed passages out, new ones in."""
+    if previous is not None and isinstance(previous.dense, MilvusSearch):
+        search = previous.dense
+        search.delete_from(int(previous.manifest.get("next_id", 0)))
+        removed = previous.store.ids[~np.isin(previous.store.ids, store.ids)]
+        search.delete(removed, previous.store.passage_texts(removed))
+    else:
+        search = MilvusSearch.create(target, collection_name(name), dim, fixed)
+    block = 5_000
+    for lo in range(0, len(added), block):
+        ids = added[lo:lo + block]
+        search.add_passages([store.passage(int(i)) for i in ids], vectors[lo:lo + block])
+        if progress:
+            progress("storing in Milvus", min(lo + block, len(added)), len(added))
+    search.next_id = max(search.next_id, store.next_id)
+    search.flush()
+    return search
 
 
 def _embed_unique(embedder: Embedder, p_text: list[str], s_text: list[str], batch_size: int,
@@ -327,7 +374,8 @@ def save_index(index: Index, path: Path) -> Path:
     def write(gen: Path) -> None:
         index.store.save(gen)
         index.dense.save(gen)
-        index.keyword.save(gen)
+        if index.keyword is not index.dense:
+            index.keyword.save(gen)
 
     gen = write_generation(path, write, dict(index.manifest, format=FORMAT_VERSION))
     index.path = path
@@ -349,13 +397,18 @@ def check_compatible(manifest: dict, settings: Settings, path: Path) -> None:
                             f"or use the settings it was built with")
 
 
-def load_index(path: Path, settings: Settings, *, mmap: bool = True) -> Index:
-    """Load the live generation at ``path``; mismatch or corruption raise with a rebuild hint."""
+def load_index(path: Path, settings: Settings, *, mmap: bool = True, check_store: bool = True) -> Index:
+    """Load the live generation at ``path``; mismatch or corruption raise with a rebuild hint.
+
+    ``check_store``: a Milvus collection must hold exactly the manifest's passages (an
+    update that repairs an interrupted one loads without that check).
+    """
     for attempt in range(3):
         gen, manifest = read_manifest(path)
         check_compatible(manifest, settings, path)
         try:
-            return _load_generation(path, gen, manifest, mmap, sentence_encoder(settings))
+            return _load_generation(path, gen, manifest, mmap, sentence_encoder(settings),
+                                    store_target(settings), check_store)
         except IndexCorrupt:
             if attempt < 2 and live(path) != gen.name:
                 continue  # a writer made another generation live (and removed this one) while we read
@@ -369,7 +422,8 @@ def sentence_encoder(settings: Settings) -> Callable[[], SentenceEncoder]:
 
 
 def _load_generation(path: Path, gen: Path, manifest: dict, mmap: bool,
-                     encoder: Callable[[], SentenceEncoder] | None = None) -> Index:
+                     encoder: Callable[[], SentenceEncoder] | None = None, target: MilvusTarget | None = None,
+                     check_store: bool = True) -> Index:
     files = manifest.get("files") or {}
     big = [n for n, size in files.items() if isinstance(size, int) and size > EAGER_VERIFY_MAX]
     sizes_ok = verify_files(path, gen, {"files": files})
@@ -379,6 +433,14 @@ def _load_generation(path: Path, gen: Path, manifest: dict, mmap: bool,
     if problems:
         raise IndexCorrupt(corrupt(path, problems[0]))
     store = PassageStore.load(gen, manifest, mmap, encoder)
+    if manifest.get("dense") == "milvus":
+        if target is None:
+            raise IndexMismatch(f"index at {path} is served by Milvus: set QA_STORE (or --store) to its store")
+        search = MilvusSearch.load(gen, target, manifest["dimension"], int(manifest.get("next_id", 0)))
+        if check_store:
+            fixed = {"format": manifest["format"], "dimension": manifest["dimension"], **manifest["params"]}
+            search.check(fixed, manifest["passages"], path)
+        return Index(manifest, store, search, search, path)
     with reading(path, "dense.faiss"):
         dense = FaissSearch.load(gen, store.passage_vectors, str(manifest.get("dense") or ""))
     keyword = Bm25Search.load(gen, store.passage_texts, mmap)
@@ -465,18 +527,41 @@ def update_index(
         previous = None
         if not rebuild:
             try:
-                previous = load_index(path, settings, mmap=False)
+                previous = load_index(path, settings, mmap=False, check_store=False)
             except IndexNotFound:
                 previous = None
-        index, report = build_index(documents, settings, embedder, previous, progress)
+        replaced = None if previous is not None else _milvus_of(path, settings)
+        index, report = build_index(documents, settings, embedder, previous, progress, name=path.name)
         index.manifest["sources"] = [str(s) for s in sources]
-        if previous is None or report.added or report.changed or report.removed \
-                or previous.manifest.get("sources") != index.manifest["sources"]:
-            save_index(index, path)
-        else:
-            index = previous
+        fresh = isinstance(index.dense, MilvusSearch) and (previous is None or index.dense is not previous.dense)
+        try:
+            if previous is None or report.added or report.changed or report.removed \
+                    or previous.manifest.get("sources") != index.manifest["sources"]:
+                save_index(index, path)
+            else:
+                index = previous
+        except BaseException:
+            if fresh:  # a new collection no generation will ever name
+                with contextlib.suppress(Exception):
+                    index.dense.drop()
+            raise
+        if replaced is not None and fresh and replaced.collection != index.dense.collection:
+            with contextlib.suppress(IndexProblem):  # the rebuilt index is live; the old collection is garbage
+                replaced.drop()
         index.path = path
         return index, report
+
+
+def _milvus_of(path: Path, settings: Settings) -> MilvusSearch | None:
+    """The collection of the live generation at ``path`` when it is a Milvus index (for a rebuild to drop)."""
+    target = store_target(settings)
+    try:
+        gen, manifest = read_manifest(path)
+        if target is None or manifest.get("dense") != "milvus":
+            return None
+        return MilvusSearch.load(gen, target, int(manifest["dimension"]), int(manifest.get("next_id", 0)))
+    except (IndexProblem, KeyError, ValueError, TypeError):
+        return None
 
 
 @contextlib.contextmanager

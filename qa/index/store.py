@@ -182,8 +182,11 @@ class PassageStore:
 
     def __init__(self, documents: Sequence[Document], passages: np.ndarray, passage_ids: np.ndarray,
                  sentences: np.ndarray, passage_vectors: np.ndarray, sentence_vectors: np.ndarray | None,
-                 encoder: Callable[[], SentenceEncoder] | None = None, cache_size: int = SENTENCE_CACHE) -> None:
+                 encoder: Callable[[], SentenceEncoder] | None = None, cache_size: int = SENTENCE_CACHE,
+                 dim: int | None = None) -> None:
         self.documents = documents
+        # passage vectors live in the search engine instead when it is not local (then 0 columns here)
+        self.dim = int(dim if dim is not None else passage_vectors.shape[1])
         self.table = passages
         self.ids = np.asarray(passage_ids, dtype=np.int64)
         self.sentences = sentences
@@ -237,6 +240,10 @@ class PassageStore:
     def document(self, doc_id: str) -> Document:
         """The document ``doc_id`` (KeyError when it is not indexed)."""
         return self.documents[self._doc_pos[doc_id]]
+
+    def holds(self, pid: int) -> bool:
+        """Whether passage ``pid`` is in this store."""
+        return 0 <= pid < len(self._row_of) and self._row_of[pid] >= 0
 
     def has_document(self, doc_id: str) -> bool:
         return doc_id in self._doc_pos
@@ -316,7 +323,7 @@ class PassageStore:
 
     @property
     def passage_dim(self) -> int:
-        return int(self._p_vecs.shape[1])
+        return self.dim
 
     def sentence_owners(self) -> np.ndarray:
         """For each sentence row, the id of the first passage that holds it (-1 for none); computed once."""
@@ -389,12 +396,13 @@ class PassageStore:
             with reading(path, f"{name}.npy"):
                 arrays[name] = np.load(gen / f"{name}.npy", mmap_mode=mode if mapped else None)
         n_p, n_s, dim = manifest["passages"], manifest["sentences"], manifest["dimension"]
+        local_dim = 0 if manifest.get("dense") == "milvus" else dim  # vectors kept by the engine
         shapes = [
             ("documents.jsonl", len(documents) == len(manifest["documents"])),
             ("passages.npy", arrays["passages"].shape == (n_p, 6)),
             ("passage_ids.npy", arrays["passage_ids"].shape == (n_p,)),
             ("sentences.npy", arrays["sentences"].shape == (n_s, 4)),
-            ("passage_vectors.npy", arrays["passage_vectors"].shape == (n_p, dim)),
+            ("passage_vectors.npy", arrays["passage_vectors"].shape == (n_p, local_dim)),
             ("sentence_vectors.npy", not stored or (arrays["sentence_vectors"].shape == (n_s, dim)
                                                     and arrays["sentence_vectors"].dtype == np.float16)),
         ]
@@ -406,7 +414,7 @@ class PassageStore:
         if problem:
             raise IndexCorrupt(corrupt(path, problem))
         return cls(documents, arrays["passages"], arrays["passage_ids"], arrays["sentences"],
-                   arrays["passage_vectors"], arrays["sentence_vectors"], encoder)
+                   arrays["passage_vectors"], arrays["sentence_vectors"], encoder, dim=dim)
 
 
 def table_problem(passages: np.ndarray, sentences: np.ndarray, lengths: Sequence[int]) -> str | None:
