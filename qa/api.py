@@ -245,18 +245,46 @@ def index_paths(
     settings: Settings | None = None,
     rebuild: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
+    ray: str | None = None,
 ) -> tuple[BuildReport, list[Skipped]]:
-    """Index (or incrementally update) the reports under ``paths``."""
+    """Index (or incrementally update) the reports under ``paths``.
+
+    ``ray``: load, chunk and embed on Ray (``""`` a local cluster, ``auto`` or ``ray://HOST:PORT``
+    a running one) instead of in this process; unchanged files are not even read.
+    """
     settings = settings or Settings.from_env()
     path = Path(index) if index is not None else settings.index
-    documents, skipped = load_corpus(list(paths), follow_symlinks=settings.follow_symlinks)
+    prepared = None
+    if ray is not None:
+        documents, prepared, skipped = _prepare_on_ray(paths, path, settings, rebuild, ray or None, progress)
+    else:
+        documents, skipped = load_corpus(list(paths), follow_symlinks=settings.follow_symlinks)
     if not documents:
         raise ValueError("no readable documents under " + ", ".join(str(p) for p in paths))
     embedder = get_embedder(settings.model, settings.batch_size)
     _, report = update_index(path, documents, settings, embedder, rebuild=rebuild,
-                             sources=[str(Path(p).resolve()) for p in paths], progress=progress)
+                             sources=[str(Path(p).resolve()) for p in paths], progress=progress,
+                             prepared=prepared)
     _export_query_encoder(embedder, path, settings)
     return report, skipped
+
+
+def _prepare_on_ray(paths: Sequence[str | os.PathLike], path: Path, settings: Settings, rebuild: bool,
+                    address: str | None, progress: Callable[[str, int, int], None] | None):
+    """Documents for :func:`update_index`: changed files read on Ray, unchanged ones from the live index."""
+    from qa.index.parallel import prepare_on_ray
+
+    previous = None
+    if not rebuild:
+        try:
+            previous = load_index(path, settings, check_store=False)
+        except IndexNotFound:
+            previous = None
+    known = dict(zip(previous.doc_ids, previous.fingerprints)) if previous is not None else {}
+    fresh, prepared, skipped, unchanged = prepare_on_ray(list(paths), settings, known, address, progress)
+    kept = [previous.store.document(d) for d in sorted(unchanged)] if previous is not None else []
+    documents = sorted(kept + fresh, key=lambda d: d.doc_id)
+    return documents, prepared, skipped
 
 
 def open_index(index: str | os.PathLike | None = None, settings: Settings | None = None) -> Index:

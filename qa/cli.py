@@ -50,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="*", help=f"files or folders of {describe_formats()} (default: the seed corpus)")
     p.add_argument("--index", help="index directory (default: indexes/default or QA_INDEX)")
     p.add_argument("--rebuild", action="store_true", help="ignore the existing index and build from scratch")
+    p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                   help="load, chunk and embed on Ray: a local cluster, or ADDRESS (auto, ray://HOST:10001)")
     p.add_argument("--store", help="milvus:PATH.db or milvus://HOST:PORT (default: local files, or QA_STORE)")
     p.set_defaults(func=_cmd_index)
 
@@ -118,7 +120,8 @@ def _cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     from qa.api import index_paths, tqdm_progress
 
     paths = args.paths or [str(settings.corpus)]
-    report, skipped = index_paths(paths, settings=settings, rebuild=args.rebuild, progress=tqdm_progress())
+    report, skipped = index_paths(paths, settings=settings, rebuild=args.rebuild, progress=tqdm_progress(),
+                                  ray=args.ray)
     for s in skipped:
         print(f"skipped {s.path}: {s.reason}", file=sys.stderr)
     print(f"indexed into {settings.index}: {len(report.added)} added, {len(report.changed)} changed, "

@@ -88,3 +88,65 @@ def corpus(tmp_path) -> Path:
 
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_SESSION_DIR, ignore_errors=True)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MilvusServer:
+    """A real milvus-lite server process answering gRPC on 127.0.0.1 (Milvus' own engine, embedded)."""
+
+    def __init__(self, folder: Path) -> None:
+        from milvus_lite.server import Server
+
+        self.port = _free_port()
+        self.server = Server(str(folder / "milvus.db"), address=f"127.0.0.1:{self.port}")
+        if not self.server.start():
+            raise RuntimeError("milvus-lite did not start")
+        self.store = f"milvus://127.0.0.1:{self.port}"
+        self._wait()
+
+    def _wait(self) -> None:
+        import time
+
+        from pymilvus import MilvusClient
+
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                MilvusClient(uri=f"http://127.0.0.1:{self.port}", timeout=5).list_collections()
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    def stop(self) -> None:
+        from qa.index.milvus import parse_store, disconnect
+
+        disconnect(parse_store(self.store))
+        self.server.stop()
+
+
+@pytest.fixture(scope="session")
+def milvus_server():
+    """One milvus-lite server for the session, on a free port."""
+    folder = Path(tempfile.mkdtemp(prefix="qa-milvus-", dir=_SESSION_DIR))
+    server = MilvusServer(folder)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray cluster (2 CPUs, a small object store) for the session."""
+    import ray
+
+    ray.init(num_cpus=2, object_store_memory=200 * 2**20, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()

@@ -45,7 +45,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -68,7 +68,7 @@ __all__ = [
     "Bm25Search", "BuildReport", "DenseSearch", "DocumentStore", "FaissSearch", "Index", "IndexCorrupt",
     "IndexMismatch", "IndexNotFound", "IndexProblem", "IndexWriteError", "KeywordSearch", "MilvusSearch",
     "PassageStore", "StoreUnavailable", "store_target",
-    "build_index", "check_compatible", "check_index", "file_digest", "index_lock", "kind_for", "load_index",
+    "Prepared", "build_index", "check_compatible", "check_index", "file_digest", "index_lock", "kind_for", "load_index",
     "read_manifest", "save_index", "table_problem", "terms", "update_index", "verify_files",
 ]
 
@@ -78,6 +78,14 @@ EAGER_VERIFY_MAX = 64 * 2**20  # bigger files are hashed in the background after
 LONG_DOCUMENT = 1_000_000  # characters: a document this long reports its own chunking progress
 
 Progress = Callable[[str, int, int], None]
+
+
+class Prepared(NamedTuple):
+    """A document chunked and embedded elsewhere: its sentences, passage spans and passage vectors."""
+
+    sentences: list
+    spans: list
+    vectors: np.ndarray
 
 
 @dataclass
@@ -131,6 +139,7 @@ def build_index(
     previous: Index | None = None,
     progress: Progress | None = None,
     name: str = "index",
+    prepared: Mapping[str, Prepared] | None = None,
 ) -> tuple[Index, BuildReport]:
     """Chunk and embed ``documents``, reusing passages, ids and vectors of unchanged documents in ``previous``.
 
@@ -138,8 +147,10 @@ def build_index(
     the ids of removed and changed documents deleted, the new passages added. With a
     Milvus store (``settings.store``) a new build fills a new collection named after
     ``name``; an update deletes, then inserts above the previous ``next_id``, so the live
-    generation keeps answering until the new one replaces it.
+    generation keeps answering until the new one replaces it. ``prepared`` holds documents
+    already chunked and embedded elsewhere (:mod:`qa.index.parallel`), by document id.
     """
+    prepared = prepared or {}
     target = store_target(settings)
     started = time.perf_counter()
     report = BuildReport()
@@ -153,6 +164,7 @@ def build_index(
     fresh_p_text: list[str] = []
     fresh_s_text: list[str] = []
     fresh_slots: list[tuple[int, int, int]] = []  # (block, n_passages, n_sentences)
+    ready_vecs: list[np.ndarray | None] = []  # per fresh slot: vectors made elsewhere, or None to embed here
     for doc_i, doc in enumerate(documents):
         prior = old.get(doc.doc_id)
         if prior is not None and prior == doc.fingerprint and previous is not None:
@@ -166,37 +178,52 @@ def build_index(
         within = None
         if progress and len(doc.text) >= LONG_DOCUMENT:
             within = functools.partial(progress, f"chunking {doc.doc_id} (characters)")
-        sentences, spans = chunk_document(doc, settings.chunk_chars, settings.chunk_overlap, within)
+        ready = prepared.get(doc.doc_id)
+        if ready is not None:
+            sentences, spans = ready.sentences, ready.spans
+        else:
+            sentences, spans = chunk_document(doc, settings.chunk_chars, settings.chunk_overlap, within)
         s_tab = np.array([[doc_i, s.start, s.end, NO_PAGE if s.page is None else s.page] for s in sentences],
                          dtype=np.int64).reshape(-1, 4)
         p_tab = np.array([[doc_i, p.start, p.end, NO_PAGE if p.page is None else p.page, p.first, p.last]
                           for p in spans], dtype=np.int64).reshape(-1, 6)
         fresh_slots.append((len(doc_blocks), len(spans), len(sentences)))
-        fresh_p_text.extend(doc.text[p.start:p.end] for p in spans)
-        fresh_s_text.extend(doc.text[s.start:s.end] for s in sentences)
+        if ready is not None:
+            ready_vecs.append(ready.vectors)
+        else:
+            ready_vecs.append(None)
+            fresh_p_text.extend(doc.text[p.start:p.end] for p in spans)
+            fresh_s_text.extend(doc.text[s.start:s.end] for s in sentences)
         doc_blocks.append((p_tab, s_tab, None, None, np.arange(next_id, next_id + len(spans), dtype=np.int64)))
         next_id += len(spans)
         if progress:
             progress("chunking", doc_i + 1, len(documents))
 
     on_demand = settings.sentence_vectors == "ondemand"
+    if prepared and not on_demand:
+        raise ValueError("documents embedded elsewhere carry passage vectors only: use QA_SENTENCE_VECTORS=ondemand")
     if settings.sentence_vectors == "derived":
         p_vecs, s_vecs = _embed_derived(embedder, fresh_p_text, fresh_s_text, doc_blocks, fresh_slots,
                                         settings.batch_size, progress, settings.sentence_context)
     else:
         p_vecs, s_vecs = _embed_unique(embedder, fresh_p_text, [] if on_demand else fresh_s_text,
                                        settings.batch_size, progress)
-    report.embedded_passages = len(fresh_p_text)
     report.embedded_sentences = len(fresh_s_text) if settings.sentence_vectors == "separate" else 0
     p_off = s_off = 0
-    fresh_ids = []
-    for block, n_p, n_s in fresh_slots:
+    fresh_ids, fresh_vecs = [], []
+    for (block, n_p, n_s), ready_v in zip(fresh_slots, ready_vecs):
         p_tab, s_tab, _, _, ids = doc_blocks[block]
-        doc_blocks[block] = (p_tab, s_tab, p_vecs[p_off:p_off + n_p],
-                             None if on_demand else s_vecs[s_off:s_off + n_s], ids)
+        if ready_v is not None:
+            vecs, sv = np.asarray(ready_v, dtype=np.float32).reshape(n_p, -1), None
+        else:
+            vecs, sv = p_vecs[p_off:p_off + n_p], None if on_demand else s_vecs[s_off:s_off + n_s]
+            p_off += n_p
+            s_off += n_s
+        doc_blocks[block] = (p_tab, s_tab, vecs, sv, ids)
         fresh_ids.append(ids)
-        p_off += n_p
-        s_off += n_s
+        fresh_vecs.append(vecs)
+    report.embedded_passages = sum(n_p for _, n_p, _ in fresh_slots)
+    p_vecs = _stack(fresh_vecs, embedder.dim)
 
     dim = embedder.dim
     if target is not None:  # the engine keeps the passage vectors
@@ -511,6 +538,7 @@ def update_index(
     rebuild: bool = False,
     sources: Sequence[str] = (),
     progress: Progress | None = None,
+    prepared: Mapping[str, Prepared] | None = None,
 ) -> tuple[Index, BuildReport]:
     """Bring the index at ``path`` up to ``documents``: embed only new or changed ones.
 
@@ -531,7 +559,8 @@ def update_index(
             except IndexNotFound:
                 previous = None
         replaced = None if previous is not None else _milvus_of(path, settings)
-        index, report = build_index(documents, settings, embedder, previous, progress, name=path.name)
+        index, report = build_index(documents, settings, embedder, previous, progress, name=path.name,
+                                    prepared=prepared)
         index.manifest["sources"] = [str(s) for s in sources]
         fresh = isinstance(index.dense, MilvusSearch) and (previous is None or index.dense is not previous.dense)
         try:

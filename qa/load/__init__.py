@@ -22,7 +22,8 @@ from qa.load.text import beir_documents, decode_text, html_text, read_html, read
 from qa.types import Document
 
 __all__ = ["LOADERS", "LOADER_VERSION", "SUPPORTED_SUFFIXES", "Format", "LoadError", "Skipped", "decode_text",
-           "describe_formats", "html_text", "load_bytes", "load_corpus", "load_file"]
+           "corpus_files", "describe_formats", "file_fingerprint", "html_text", "load_bytes", "load_corpus",
+           "load_file", "load_path"]
 
 log = logging.getLogger("qa")
 
@@ -108,6 +109,28 @@ def load_corpus(paths: Sequence[str | Path], *, follow_symlinks: bool = False,
                     seen.add(item.doc_id)
                     documents.append(item)
     return documents, skipped
+
+
+def corpus_files(paths: Sequence[str | Path], *, follow_symlinks: bool = False) -> Iterator[tuple[Path, str, str]]:
+    """(file, document id, refusal) for every candidate file under ``paths``, as :func:`load_corpus` walks them.
+
+    For a caller that loads files elsewhere (parallel indexing) and must agree on the ids.
+    """
+    for root in (Path(p) for p in paths):
+        if not root.exists():
+            yield root, root.name, "no such file or directory"
+            continue
+        yield from _walk(root, follow_symlinks)
+
+
+def file_fingerprint(path: Path) -> str:
+    """The fingerprint every document read from ``path`` gets (unchanged bytes: unchanged documents)."""
+    return hashlib.sha256(LOADER_VERSION.encode() + Path(path).read_bytes()).hexdigest()
+
+
+def load_path(path: Path, doc_id: str) -> list[Document | Skipped]:
+    """The documents in one file, and its attachments it had to skip; :class:`LoadError` if unreadable."""
+    return list(_load_path(Path(path), doc_id, None))
 
 
 def load_file(path: Path, doc_id: str | None = None, progress: Progress | None = None) -> Iterator[Document]:
