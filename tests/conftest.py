@@ -104,6 +104,7 @@ class MilvusServer:
     def __init__(self, folder: Path) -> None:
         from milvus_lite.server import Server
 
+        folder.mkdir(parents=True, exist_ok=True)
         self.port = _free_port()
         self.server = Server(str(folder / "milvus.db"), address=f"127.0.0.1:{self.port}")
         if not self.server.start():

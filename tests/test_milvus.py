@@ -1,0 +1,231 @@
+"""The Milvus store and Ray indexing with the real parts: a milvus-lite server answering gRPC on
+127.0.0.1 (Milvus' own C++ engine) and a local Ray cluster, each started once per session."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import qa
+from qa.evaluation.qaset import run_qa_eval
+from qa.index import IndexCorrupt, IndexMismatch, MilvusSearch, StoreUnavailable, load_index, read_manifest
+from qa.index.milvus import parse_store
+from qa.settings import Settings
+
+from .conftest import SEEDS, MilvusServer
+
+ROOT = Path(__file__).resolve().parent.parent
+SET = ROOT / "eval" / "seeds.jsonl"
+
+
+def milvus_settings(server, **extra) -> Settings:
+    return Settings.from_env(store=server.store, **extra)
+
+
+@pytest.fixture(scope="module")
+def ray_seeds(milvus_server, ray_cluster, tmp_path_factory) -> Path:
+    """The seeds indexed through Ray into the Milvus server."""
+    path = tmp_path_factory.mktemp("milvus") / "seeds"
+    report, skipped = qa.index_paths([SEEDS], index=path, settings=milvus_settings(milvus_server), ray="auto")
+    assert not skipped and len(report.added) == 2
+    return path
+
+
+def test_parse_store_names_each_kind(tmp_path):
+    assert parse_store("") is None and parse_store("local") is None
+    lite = parse_store(f"milvus:{tmp_path}/x.db")
+    assert lite.local and lite.uri == str(tmp_path / "x.db")
+    remote = parse_store("milvus://db.example:19530", token="u:p", tls=True)
+    assert remote.uri == "https://db.example:19530" and remote.token == "u:p" and not remote.local
+    for bad in ("milvus:/tmp/x.sqlite", "milvus://", "postgres://x", "milvus://a b:1"):
+        with pytest.raises(ValueError):
+            parse_store(bad)
+
+
+def test_seeds_through_ray_into_milvus_answer_as_the_local_store(ray_seeds, milvus_server, seeds_index, settings):
+    """Same questions, same figures within 0.02 (they are in fact identical), every quote verbatim."""
+    local, _ = run_qa_eval(SET, settings, index=str(seeds_index), progress=False)
+    served, rows = run_qa_eval(SET, milvus_settings(milvus_server), index=str(ray_seeds), progress=False)
+    for key in ("answer_recall", "citation_precision", "citation_recall", "abstention_recall"):
+        assert abs(served[key] - local[key]) <= 0.02, (key, served[key], local[key])
+    assert served["quote_exact"] == 1.0 and len(rows) == len(local and rows)
+    _, manifest = read_manifest(ray_seeds)
+    assert manifest["dense"] == "milvus" and manifest["params"]["store"] == "milvus"
+    gen = ray_seeds / (ray_seeds / "CURRENT").read_text().strip()
+    assert not (gen / "dense.faiss").exists() and not (gen / "bm25").exists()  # the engine holds them
+
+
+def test_the_engine_ranks_as_the_local_store(ray_seeds, milvus_server, seeds_index, settings):
+    """BM25 over our own terms with k1 0.9, b 0.4 and exact inner product: the same passages, in order."""
+    served = load_index(ray_seeds, milvus_settings(milvus_server))
+    local = load_index(seeds_index, settings)
+    from qa.embed import get_embedder
+    from qa.index import terms
+
+    vec = get_embedder().encode(["Who leads the new political alliance?"])[0]
+    words = terms("Who leads the new political alliance?")
+    as_key = lambda index, hits: [(index.store.passage(i).doc_id, index.store.passage(i).start) for i, _ in hits]
+    assert as_key(served, served.dense.dense_search(vec, 10)) == as_key(local, local.dense.search(vec, 10))
+    served_bm25, local_bm25 = served.keyword.keyword_search(words, 10), local.keyword.search(words, 10)
+    assert as_key(served, served_bm25) == as_key(local, local_bm25)
+    # Milvus keeps BM25's (k1 + 1) numerator, which bm25s (Lucene's variant) drops: a constant factor
+    from qa.index import BM25_K1
+
+    assert np.allclose([s for _, s in served_bm25], [(BM25_K1 + 1) * s for _, s in local_bm25], rtol=1e-3)
+    assert served.keyword.doc_freq("allianc") == local.keyword.doc_freq("allianc") > 0
+
+
+def test_a_restricted_question_is_answered_from_those_reports_only(ray_seeds, milvus_server):
+    settings = milvus_settings(milvus_server)
+    docs = sorted(p.name for p in SEEDS.iterdir())
+    result = qa.answer("Who will be the spokesperson of the new political alliance?", index=ray_seeds,
+                       settings=settings, doc_ids=[docs[1]])
+    assert all(c.doc_id == docs[1] for c in result.citations)
+    hits = qa.search("political alliance", index=ray_seeds, settings=settings, doc_ids=[docs[0]], k=10)
+    assert hits and {h.doc_id for h in hits} == {docs[0]}
+    assert qa.search("political alliance", index=ray_seeds, settings=settings, doc_ids=["no-such"]) == []
+
+
+def test_as_retriever_works_on_the_milvus_store(ray_seeds, milvus_server):
+    retriever = qa.as_retriever(ray_seeds, k=3, settings=milvus_settings(milvus_server))
+    nodes = retriever.retrieve("Who will be the spokesperson of the new political alliance?")
+    assert len(nodes) == 3
+    top = nodes[0].node
+    doc = (SEEDS / top.metadata["doc_id"]).read_text(encoding="utf-8")
+    assert doc[top.metadata["start"]:top.metadata["end"]] == top.text and "spokesperson" in top.text
+
+
+def test_incremental_update_adds_changes_and_deletes_by_id(milvus_server, ray_cluster, tmp_path, corpus):
+    settings = milvus_settings(milvus_server)
+    path = tmp_path / "idx"
+    qa.index_paths([corpus], index=path, settings=settings, ray="auto")
+    before = load_index(path, settings)
+    names = sorted(p.name for p in corpus.iterdir())
+    (corpus / "zz_new.txt").write_text("The Halvorsen Institute opened a desalination plant in Tromsø in 2031. "
+                                       "It was funded by the Nordic Water Fund.", encoding="utf-8")
+    (corpus / names[0]).unlink()
+    changed = corpus / names[1]
+    changed.write_text(changed.read_text(encoding="utf-8") + "\nThe alliance later renamed itself the Blue Front.",
+                       encoding="utf-8")
+    report, _ = qa.index_paths([corpus], index=path, settings=settings, ray="auto")
+    assert report.added == ["zz_new.txt"] and report.changed == [names[1]] and report.removed == [names[0]]
+    after = load_index(path, settings)
+    assert after.dense.collection == before.dense.collection  # updated in place, not rebuilt
+    assert after.dense.count() == len(after.store) == after.manifest["passages"]
+    result = qa.answer("Which institute opened a desalination plant in Tromsø?", index=path, settings=settings)
+    assert "Halvorsen Institute" in result.text and result.citations[0].doc_id == "zz_new.txt"
+    # (searched, not answered: the conftest checks answers against the unchanged seed files)
+    renamed = qa.search("alliance renamed itself Blue Front", index=path, settings=settings, k=1)
+    assert renamed[0].doc_id == names[1] and "Blue Front" in renamed[0].text
+    assert all(h.doc_id != names[0] for h in qa.search("political alliance", index=path, settings=settings, k=20))
+    # nothing changed: nothing re-read, nothing re-embedded, nothing written
+    again, _ = qa.index_paths([corpus], index=path, settings=settings, ray="auto")
+    assert again.unchanged == 2 and again.embedded_passages == 0 and not (again.added or again.changed)
+
+
+def test_a_failed_ray_task_is_retried_without_duplicate_passages(milvus_server, ray_cluster, tmp_path, monkeypatch,
+                                                                 seeds_index):
+    settings = milvus_settings(milvus_server)
+    marker = tmp_path / "failed-once"
+    monkeypatch.setenv("QA_RAY_FAIL_ONCE", str(marker))  # the workers of a local cluster inherit it
+    import ray
+
+    ray.shutdown()  # a cluster started with this environment
+    ray.init(num_cpus=2, object_store_memory=200 * 2**20, include_dashboard=False, log_to_driver=False)
+    try:
+        qa.index_paths([SEEDS], index=tmp_path / "idx", settings=settings, ray="auto")
+    finally:
+        monkeypatch.delenv("QA_RAY_FAIL_ONCE")
+        ray.shutdown()
+        ray.init(num_cpus=2, object_store_memory=200 * 2**20, include_dashboard=False, log_to_driver=False)
+    assert marker.exists()  # the failure happened
+    served = load_index(tmp_path / "idx", settings)
+    local = load_index(seeds_index, Settings.from_env())
+    assert served.dense.count() == len(local.store) == len(served.store)
+    assert sorted(served.store.ids.tolist()) == list(range(len(local.store)))
+
+
+def test_an_interrupted_update_is_invisible_and_repaired(milvus_server, tmp_path, corpus):
+    """Rows inserted by an update that never went live are never searched, and the next update removes them."""
+    settings = milvus_settings(milvus_server)
+    path = tmp_path / "idx"
+    qa.index_paths([corpus], index=path, settings=settings)
+    index = load_index(path, settings)
+    orphan = index.store.passage(int(index.store.ids[0]))
+    from dataclasses import replace
+
+    ghost = replace(orphan, passage_id=index.store.next_id + 5, text="zebra quagga okapi " * 3)
+    index.dense.add_passages([ghost], np.ones((1, 384), np.float32) / np.sqrt(384))  # as a killed update leaves
+    reopened = load_index(path, settings)
+    assert reopened.dense.count() == reopened.manifest["passages"]
+    assert qa.search("zebra quagga okapi", index=path, settings=settings, mode="bm25") == []
+    (corpus / "extra.txt").write_text("A short extra report about river levels.", encoding="utf-8")
+    qa.index_paths([corpus], index=path, settings=settings)
+    updated = load_index(path, settings)
+    held = updated.dense.client.query(updated.dense.collection, filter="id >= 0", output_fields=["id"])
+    assert sorted(r["id"] for r in held) == sorted(updated.store.ids.tolist())
+
+
+def test_opening_checks_the_collection_against_the_manifest(milvus_server, tmp_path, corpus):
+    settings = milvus_settings(milvus_server)
+    path = tmp_path / "idx"
+    qa.index_paths([corpus], index=path, settings=settings)
+    with pytest.raises(IndexMismatch, match="rebuild"):
+        load_index(path, Settings.from_env())  # opened as a local index
+    with pytest.raises(IndexMismatch, match="rebuild"):
+        load_index(path, milvus_settings(milvus_server, chunk_chars=400))
+    index = load_index(path, settings)
+    index.dense.delete(index.store.ids[:2])
+    with pytest.raises(IndexCorrupt, match="holds .* passages, the index"):
+        load_index(path, settings)
+    index.dense.drop()
+    with pytest.raises(IndexCorrupt, match="collection .* is missing"):
+        load_index(path, settings)
+    # a rebuild makes a new collection live and drops the old one
+    old = index.dense.collection
+    qa.index_paths([corpus], index=path, settings=settings, rebuild=True)
+    rebuilt = load_index(path, settings)
+    assert rebuilt.dense.collection != old and old not in rebuilt.dense.client.list_collections()
+    assert rebuilt.dense.count() == rebuilt.manifest["passages"]
+
+
+def test_a_dropped_connection_mid_session_is_a_clear_error(tmp_path, corpus, seeds_index):
+    """A second server, stopped between two questions: the API raises StoreUnavailable, the CLI says so."""
+    server = MilvusServer(tmp_path / "srv")
+    settings = Settings.from_env(store=server.store)
+    path = tmp_path / "idx"
+    try:
+        qa.index_paths([corpus], index=path, settings=settings)
+        assert qa.answer("Who will be the spokesperson of the new political alliance?", index=path,
+                         settings=settings).citations
+    finally:
+        server.server.stop()
+    with pytest.raises(StoreUnavailable, match="did not answer .* is it running"):
+        qa.answer("Which groups make up the alliance?", index=path, settings=settings)
+    run = subprocess.run([sys.executable, "-m", "qa.cli", "ask", "Which groups make up the alliance?",
+                          "--index", str(path), "--store", server.store], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert "qa: error:" in run.stderr and "Milvus store" in run.stderr
+
+
+def test_the_cli_indexes_into_milvus_lite_in_process(tmp_path):
+    """``--store milvus:PATH.db``: no server at all, the engine runs inside the command."""
+    store = f"milvus:{tmp_path}/lite.db"
+    index = tmp_path / "idx"
+    run = subprocess.run([sys.executable, "-m", "qa.cli", "index", str(SEEDS), "--index", str(index),
+                          "--store", store], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "2 added" in run.stdout
+    run = subprocess.run([sys.executable, "-m", "qa.cli", "ask", "Who will be the spokesperson of the new "
+                          "political alliance?", "--index", str(index), "--store", store, "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    answer = json.loads(run.stdout.strip().splitlines()[-1])
+    cite = answer["citations"][0]
+    assert "Asadi" in answer["text"]
+    assert (SEEDS / cite["doc_id"]).read_text(encoding="utf-8")[cite["start"]:cite["end"]] == cite["quote"]
