@@ -27,8 +27,12 @@ STOCK_OVERLAP_TOKENS = 16
 
 
 def run_bench(corpus: Path, questions: Sequence[str], settings: Settings, *, k: int = 5,
-              work: Path | None = None, stock: bool = True) -> dict:
-    """Build, cold-start and query both pipelines on ``corpus``; the figures and their ratios."""
+              work: Path | None = None, stock: bool = True, store: str = "") -> dict:
+    """Build, cold-start and query both pipelines on ``corpus``; the figures and their ratios.
+
+    With ``store`` (a Milvus store), the local index is also written to it (the same chunks
+    and vectors, through :func:`qa.index.update_index`) and queried there, side by side.
+    """
     own_tmp = work is None
     work = Path(work or tempfile.mkdtemp(prefix="qa-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -59,6 +63,22 @@ def run_bench(corpus: Path, questions: Sequence[str], settings: Settings, *, k: 
             peak_rss_mb=max(ours_build["peak_rss_mb"], ours_query["peak_rss_mb"]),
             index_disk_mb=_disk_mb(ours_dir),
         )
+        if store:
+            milvus_dir = work / "milvus"
+            shutil.rmtree(milvus_dir, ignore_errors=True)
+            m_build = _phase("milvus-build", str(ours_dir), store, str(milvus_dir))
+            t0 = time.perf_counter()
+            cold = subprocess.run([sys.executable, "-m", "qa.cli", "ask", questions[0], "--index", str(milvus_dir),
+                                   "--store", store, "--json"], capture_output=True, text=True, env=_env(),
+                                  cwd=PROJECT_ROOT)
+            m_cold = time.perf_counter() - t0
+            if cold.returncode != 0:
+                raise RuntimeError(f"cold start on {store} failed: {cold.stderr[-1000:]}")
+            m_query = _phase("ours-query", str(milvus_dir), str(qfile), str(k), store)
+            out["milvus"] = {**m_build, **m_query, "store": store,
+                             "seconds": round(ours_build["seconds"] + m_build["store_s"], 2), "cold_start_s": round(m_cold, 2),
+                             "build_peak_rss_mb": m_build["peak_rss_mb"], "query_peak_rss_mb": m_query["peak_rss_mb"],
+                             "index_disk_mb": round(_disk_mb(milvus_dir) + m_build.get("engine_disk_mb", 0), 2)}
         if stock:
             stock_build = _phase("stock-build", str(corpus), str(stock_dir), str(settings.chunk_chars))
             t0 = time.perf_counter()
@@ -91,16 +111,20 @@ def default_questions(corpus: Path, limit: int = 50) -> list[str]:
 
 def format_bench(result: dict) -> str:
     """A small human-readable table of one run."""
-    ours, stock = result.get("ours", {}), result.get("llamaindex", {})
+    ours, stock, milvus = result.get("ours", {}), result.get("llamaindex", {}), result.get("milvus")
     rows = [("passages", "passages"), ("build s", "seconds"), ("build passages/s", "passages_per_s"),
             ("build peak RSS MB", "build_peak_rss_mb"), ("query peak RSS MB", "query_peak_rss_mb"),
             ("cold start s", "cold_start_s"),
             ("retrieve p50 ms", "retrieve_p50_ms"), ("retrieve p95 ms", "retrieve_p95_ms"),
             ("answer p50 ms", "answer_p50_ms"), ("answer p95 ms", "answer_p95_ms"), ("index disk MB", "index_disk_mb")]
     lines = [f"corpus {result['corpus']} · {result['questions']} questions · top-k {result['k']}",
-             f"{'':22}{'qa':>12}{'llama-index':>14}"]
+             f"{'':22}{'qa':>12}{'llama-index':>14}" + (f"{'qa + Milvus':>14}" if milvus else "")]
     for label, key in rows:
-        lines.append(f"{label:22}{_fmt(ours.get(key, result.get(key))):>12}{_fmt(stock.get(key)):>14}")
+        lines.append(f"{label:22}{_fmt(ours.get(key, result.get(key))):>12}{_fmt(stock.get(key)):>14}"
+                     + (f"{_fmt(milvus.get(key)):>14}" if milvus else ""))
+    if milvus:
+        lines.append(f"qa + Milvus: {milvus['store']}; its build writes the local build's chunks and vectors to the "
+                     f"engine (store s {milvus['store_s']}), so its build s is the local embedding plus that")
     for key in ("build_speedup_vs_llamaindex", "query_speedup_vs_llamaindex", "retrieve_speedup_vs_llamaindex",
                 "cold_start_speedup_vs_llamaindex"):
         if key in result:
@@ -111,7 +135,8 @@ def format_bench(result: dict) -> str:
 # ---------------------------------------------------------------- scale: 10k … 1M passages
 
 
-def run_scale(sizes: Sequence[int], texts_from: Path, work: Path | None = None, queries: int = 100) -> list[dict]:
+def run_scale(sizes: Sequence[int], texts_from: Path, work: Path | None = None, queries: int = 100,
+              store: str = "") -> list[dict]:
     """Build a real on-disk index of ``n`` passages per size and measure it in a fresh process.
 
     Passage texts are real sentences (from ``texts_from``) recombined, so BM25 sees real
@@ -128,6 +153,8 @@ def run_scale(sizes: Sequence[int], texts_from: Path, work: Path | None = None, 
             built = _phase("scale-build", str(texts_from), str(target), str(n))
             served = _phase("scale-query", str(target), str(queries))
             results.append({"passages": n, **built, **served, "disk_mb": _disk_mb(target)})
+            if store:
+                results.append({"passages": n, **_phase("scale-milvus", str(target), store, str(queries))})
             shutil.rmtree(target, ignore_errors=True)
         return results
     finally:
@@ -136,7 +163,18 @@ def run_scale(sizes: Sequence[int], texts_from: Path, work: Path | None = None, 
 
 
 def format_scale(rows: Sequence[dict]) -> str:
-    """The README's growth table."""
+    """The README's growth table (and the Milvus store's, when measured)."""
+    engine = [r for r in rows if r.get("store")]
+    rows = [r for r in rows if not r.get("store")]
+    if engine:
+        table = format_scale(rows) + "\n\n"
+        table += ("| passages | store | insert s | rows/s | dense p50 ms | recall@10 vs exact | BM25 p50 ms | "
+                  "hybrid p50 ms (engine RRF) | engine RSS MB | engine disk MB |\n" + "|" + "---|" * 10)
+        for r in engine:
+            table += (f"\n| {r['passages']:,} | {r['store']} | {r['insert_s']:.1f} | {r['rows_per_s']:.0f} | "
+                      f"{r['dense_p50_ms']:.2f} | {r['recall@10']:.3f} | {r['bm25_p50_ms']:.2f} | "
+                      f"{r['hybrid_p50_ms']:.2f} | {r['engine_rss_mb']:.0f} | {r['engine_disk_mb']:.0f} |")
+        return table
     head = ("| passages | dense index | build s (FAISS + BM25) | open s | dense p50 ms | recall@10 vs exact | "
             "BM25 p50 ms | hybrid p50 ms | RSS after queries MB | disk MB |")
     lines = [head, "|" + "---|" * 10]
@@ -258,6 +296,62 @@ def _scale_query(target: str, queries: str) -> dict:
             "rss_mb": round(rss / 2**20, 1), "rss_before_open_mb": round(rss0 / 2**20, 1)}
 
 
+def _scale_milvus(target: str, store: str, queries: str) -> dict:
+    """A scale index's passages and vectors written to a Milvus store, then searched there."""
+    import numpy as np
+
+    from qa.index import MilvusSearch, fixed_params, load_index, parse_store, terms
+
+    settings = Settings.from_env(store=store)
+    local = load_index(Path(target), Settings())
+    st = local.store
+    n = len(st)
+    spec = parse_store(store)
+    search = MilvusSearch.create(spec, f"qa_scale_{n}_{time.time_ns():x}", 384, fixed_params(settings, 384))
+    try:
+        t0 = time.perf_counter()
+        for lo in range(0, n, 20_000):
+            ids = st.ids[lo:lo + 20_000]
+            search.add_passages([st.passage(int(i)) for i in ids], st.passage_vectors(ids))
+        search.flush()
+        search.count()  # loaded and indexed: the first query is not the one that waits
+        insert_s = time.perf_counter() - t0
+        rng = np.random.default_rng(1)
+        picks = st.ids[np.sort(rng.integers(0, n, int(queries)))]
+        vectors = st.passage_vectors(picks) + (0.3 / np.sqrt(384)) * rng.standard_normal((len(picks), 384)).astype(np.float32)
+        vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+        dense_ms, bm25_ms, hybrid_ms, recalls = [], [], [], []
+        for pid, vec in zip(picks.tolist(), vectors):
+            words = terms(" ".join(st.passage(pid).text.split()[:8]))
+            t = time.perf_counter()
+            found = {i for i, _ in search.dense_search(vec, 10)}
+            dense_ms.append((time.perf_counter() - t) * 1000)
+            t = time.perf_counter()
+            search.keyword_search(words, 50)
+            bm25_ms.append((time.perf_counter() - t) * 1000)
+            t = time.perf_counter()
+            search.hybrid(vec, words, 10, 50, settings.rrf_k)
+            hybrid_ms.append((time.perf_counter() - t) * 1000)
+            exact = local.dense.search(vec, 10) if n <= 50_000 else None
+            if exact is not None:
+                recalls.append(len(found & {i for i, _ in exact}) / 10)
+            else:
+                scores = np.concatenate([st.passage_vectors(st.ids[lo:lo + 200_000]) @ vec
+                                         for lo in range(0, n, 200_000)])
+                best = st.ids[np.argpartition(-scores, 9)[:10]]
+                recalls.append(len(found & set(best.tolist())) / 10)
+        engine_rss = _engine_rss_mb()
+        db = Path(spec.uri)
+        disk = (_disk_mb(db) if db.is_dir() else round(db.stat().st_size / 2**20, 2)) if spec.local else None
+        return {"store": store.split(":", 1)[0] + (" (lite)" if spec.local else ""), "insert_s": round(insert_s, 1),
+                "rows_per_s": round(n / insert_s, 1), **_percentiles("dense", dense_ms),
+                **_percentiles("bm25", bm25_ms), **_percentiles("hybrid", hybrid_ms),
+                "recall@10": round(float(np.mean(recalls)), 4), "engine_rss_mb": engine_rss,
+                "engine_disk_mb": disk if disk is not None else float("nan")}
+    finally:
+        search.drop()
+
+
 # ---------------------------------------------------------------- phases (each in a fresh process)
 
 
@@ -272,6 +366,7 @@ def _phase(name: str, *args: str) -> dict:
 def _env() -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     env.pop("QA_INDEX", None)
+    env.pop("QA_STORE", None)  # phases are given their store explicitly
     return env
 
 
@@ -287,10 +382,52 @@ def _ours_build(corpus: str, index_dir: str) -> dict:
             "passages_per_s": round(passages / seconds, 1), "peak_rss_mb": _peak_rss_mb()}
 
 
-def _ours_query(index_dir: str, qfile: str, k: str) -> dict:
+def _milvus_build(local_dir: str, store: str, target: str) -> dict:
+    """The local index's documents, chunks and vectors written to a Milvus store (no second embedding)."""
+    import numpy as np
+
+    from qa.chunk import PassageSpan
+    from qa.embed import get_embedder
+    from qa.index import P_FIRST, P_LAST, Prepared, load_index, update_index
+    from qa.types import Sentence
+
+    local = load_index(Path(local_dir), Settings.from_env())
+    settings = Settings.from_env(index=target, store=store)
+    st = local.store
+    t0 = time.perf_counter()
+    documents, prepared = [], {}
+    for doc_i, doc in enumerate(st.documents):
+        part = st.part(doc.doc_id)
+        ids = part.ids
+        sentences = [Sentence(doc.doc_id, int(a), int(b), None if pg < 0 else int(pg))
+                     for _, a, b, pg in part.sentences.tolist()]
+        spans = [PassageSpan(doc.doc_id, int(a), int(b), None if pg < 0 else int(pg), int(f), int(l))
+                 for _, a, b, pg, f, l in part.passages.tolist()]
+        prepared[doc.doc_id] = Prepared(sentences, spans, np.asarray(st.passage_vectors(ids), dtype=np.float32))
+        documents.append(doc)
+    gather_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    _, report = update_index(Path(target), documents, settings, get_embedder(), prepared=prepared, rebuild=True)
+    seconds = time.perf_counter() - t0
+    out = {"store_s": round(seconds, 2), "gather_s": round(gather_s, 2), "passages": report.embedded_passages,
+           "peak_rss_mb": _peak_rss_mb(), "engine_rss_mb": _engine_rss_mb()}
+    if store.startswith("milvus:") and not store.startswith("milvus://"):
+        db = Path(store[len("milvus:"):])
+        out["engine_disk_mb"] = _disk_mb(db) if db.is_dir() else round(db.stat().st_size / 2**20, 2)
+    return out
+
+
+def _engine_rss_mb() -> float:
+    """Resident memory of engine processes this one started (milvus-lite runs Milvus as a child)."""
+    import psutil
+
+    return round(sum(c.memory_info().rss for c in psutil.Process().children(recursive=True)) / 2**20, 1)
+
+
+def _ours_query(index_dir: str, qfile: str, k: str, store: str = "") -> dict:
     from qa.api import answer, search
 
-    settings = Settings.from_env(index=index_dir, top_k=int(k))
+    settings = Settings.from_env(index=index_dir, top_k=int(k), store=store or None)
     questions = json.loads(Path(qfile).read_text())
     answer(questions[0], index=index_dir, settings=settings)  # load model and index
     answer_ms, retrieve_ms = [], []
@@ -301,7 +438,8 @@ def _ours_query(index_dir: str, qfile: str, k: str) -> dict:
         t0 = time.perf_counter()
         answer(q, index=index_dir, settings=settings)
         answer_ms.append((time.perf_counter() - t0) * 1000)
-    return {**_percentiles("answer", answer_ms), **_percentiles("retrieve", retrieve_ms), "peak_rss_mb": _peak_rss_mb()}
+    return {**_percentiles("answer", answer_ms), **_percentiles("retrieve", retrieve_ms), "peak_rss_mb": _peak_rss_mb(),
+            **({"engine_rss_mb": _engine_rss_mb()} if store else {})}
 
 
 def _stock_embed():
@@ -382,7 +520,7 @@ def _fmt(value) -> str:
     return "–" if value is None else f"{value:g}" if isinstance(value, (int, float)) else str(value)
 
 
-_PHASES = {"scale-build": _scale_build, "scale-query": _scale_query, "ours-build": _ours_build, "ours-query": _ours_query, "stock-build": _stock_build,
+_PHASES = {"milvus-build": _milvus_build, "scale-milvus": _scale_milvus, "scale-build": _scale_build, "scale-query": _scale_query, "ours-build": _ours_build, "ours-query": _ours_query, "stock-build": _stock_build,
            "stock-cold": _stock_cold, "stock-query": _stock_query}
 
 if __name__ == "__main__":

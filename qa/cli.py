@@ -203,7 +203,7 @@ def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
             sizes = [int(x.replace("_", "")) for x in args.scale.split(",")]
         except ValueError as exc:
             raise ValueError(f"--scale takes sizes like 10000,100000: {exc}") from exc
-        rows = run_scale(sizes, corpus)
+        rows = run_scale(sizes, corpus, store=settings.store)
         print(format_scale(rows))
         if args.json:
             print(json.dumps(rows))
@@ -216,7 +216,7 @@ def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     if not questions:
         raise ValueError("no questions to time: pass --questions FILE")
     result = run_bench(corpus, questions, settings, k=settings.top_k, stock=not args.no_stock,
-                       work=Path(args.work) if args.work else None)
+                       work=Path(args.work) if args.work else None, store=settings.store)
     print(format_bench(result))
     if args.json:
         print(json.dumps(result))

@@ -67,7 +67,7 @@ __all__ = [
     "P_FIRST", "P_LAST", "P_PAGE", "P_START", "READABLE_FORMATS", "S_DOC", "S_END", "S_PAGE", "S_START", "STOPWORDS",
     "Bm25Search", "BuildReport", "DenseSearch", "DocumentStore", "FaissSearch", "Index", "IndexCorrupt",
     "IndexMismatch", "IndexNotFound", "IndexProblem", "IndexWriteError", "KeywordSearch", "MilvusSearch",
-    "PassageStore", "StoreUnavailable", "store_target",
+    "PassageStore", "StoreUnavailable", "fixed_params", "parse_store", "store_target",
     "Prepared", "build_index", "check_compatible", "check_index", "file_digest", "index_lock", "kind_for", "load_index",
     "read_manifest", "save_index", "table_problem", "terms", "update_index", "verify_files",
 ]
