@@ -67,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="verify an index's checksums and offsets and say what is wrong")
     p.add_argument("index", nargs="?", help="index directory (default: indexes/default or QA_INDEX)")
+    p.add_argument("--store", help="the Milvus store of an index served by Milvus (or QA_STORE)")
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("eval", help="measure answers, citations, retrieval and abstention")
@@ -138,7 +139,7 @@ def _cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 
     path = settings.index
     started = time.perf_counter()
-    problems = check_index(path)
+    problems = check_index(path, settings)
     if problems:
         for problem in problems:
             print(f"{path}: {problem}", file=sys.stderr)

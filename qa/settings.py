@@ -122,6 +122,9 @@ class Settings:
     milvus_tls: bool = False
     milvus_server_pem: str = ""
     milvus_server_name: str = ""
+    # A new collection's shards, and the replicas loaded for search (a cluster only; README "Scaling out").
+    milvus_shards: int = 1
+    milvus_replicas: int = 1
     auth: str | None = None
     upload_max_bytes: int = 20 * 1024 * 1024
     # A corpus folder's symlinks that lead outside it are refused unless this is set.

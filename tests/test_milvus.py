@@ -179,10 +179,16 @@ def test_opening_checks_the_collection_against_the_manifest(milvus_server, tmp_p
         load_index(path, Settings.from_env())  # opened as a local index
     with pytest.raises(IndexMismatch, match="rebuild"):
         load_index(path, milvus_settings(milvus_server, chunk_chars=400))
+    from qa.index import check_index
+
+    assert check_index(path, settings) == []
     index = load_index(path, settings)
     index.dense.delete(index.store.ids[:2])
     with pytest.raises(IndexCorrupt, match="holds .* passages, the index"):
         load_index(path, settings)
+    run = subprocess.run([sys.executable, "-m", "qa.cli", "check", str(path), "--store", milvus_server.store],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1 and "holds" in run.stderr and "Traceback" not in run.stderr
     index.dense.drop()
     with pytest.raises(IndexCorrupt, match="collection .* is missing"):
         load_index(path, settings)

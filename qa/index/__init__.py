@@ -275,7 +275,7 @@ def build_index(
 def store_target(settings: Settings) -> MilvusTarget | None:
     """The Milvus store ``settings`` name, or None for the local FAISS + bm25s files."""
     return parse_store(settings.store, settings.milvus_token, settings.milvus_tls, settings.milvus_server_pem,
-                       settings.milvus_server_name)
+                       settings.milvus_server_name, settings.milvus_shards, settings.milvus_replicas)
 
 
 def fixed_params(settings: Settings, dim: int) -> dict:
@@ -502,8 +502,11 @@ def _verify_in_background(index: Index, path: Path, gen: Path, manifest: dict, n
     threading.Thread(target=run, name=f"qa-verify-{gen.name}", daemon=True).start()
 
 
-def check_index(path: Path) -> list[str]:
-    """Everything wrong with the index at ``path`` (empty when it is sound): for ``qa check``."""
+def check_index(path: Path, settings: Settings | None = None) -> list[str]:
+    """Everything wrong with the index at ``path`` (empty when it is sound): for ``qa check``.
+
+    An index served by Milvus is checked against its collection in the store ``settings`` name.
+    """
     try:
         gen, manifest = read_manifest(path)
     except IndexProblem as exc:
@@ -517,7 +520,8 @@ def check_index(path: Path) -> list[str]:
     if problems:
         return problems
     try:
-        index = _load_generation(path, gen, dict(manifest, checksums={}), mmap=True)
+        index = _load_generation(path, gen, dict(manifest, checksums={}), mmap=True,
+                                 target=store_target(settings) if settings else None)
         for i in range(len(index.documents)):
             index.documents[i]
         lengths = [len(d.text) for d in index.documents]

@@ -55,6 +55,8 @@ class MilvusTarget:
     token: str = ""
     server_pem: str = ""
     server_name: str = ""
+    shards: int = 1  # of a new collection: one per ~parallel writer (a cluster's data nodes)
+    replicas: int = 1  # in-memory copies loaded for search: more serve more analysts at once
 
     @property
     def local(self) -> bool:
@@ -65,7 +67,7 @@ class MilvusTarget:
 
 
 def parse_store(spec: str, token: str = "", tls: bool = False, server_pem: str = "",
-                server_name: str = "") -> MilvusTarget | None:
+                server_name: str = "", shards: int = 1, replicas: int = 1) -> MilvusTarget | None:
     """``""``/``local`` → None (FAISS + bm25s); ``milvus:PATH.db`` or ``milvus://HOST:PORT`` → a target."""
     spec = (spec or "").strip()
     if spec in ("", "local", "faiss"):
@@ -75,7 +77,7 @@ def parse_store(spec: str, token: str = "", tls: bool = False, server_pem: str =
         if not re.fullmatch(r"[\w.-]+(:\d+)?", host):
             raise ValueError(f"store {spec!r}: expected milvus://HOST:PORT")
         scheme = "https" if tls or server_pem else "http"
-        return MilvusTarget(f"{scheme}://{host}", token, server_pem, server_name)
+        return MilvusTarget(f"{scheme}://{host}", token, server_pem, server_name, max(1, shards), max(1, replicas))
     if spec.startswith("milvus:"):
         db = Path(spec[len("milvus:"):]).expanduser()
         if db.suffix != ".db":
@@ -205,8 +207,9 @@ class MilvusSearch:
 
         index_params.add_index(field_name="sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25",
                                params={"bm25_k1": BM25_K1, "bm25_b": BM25_B})
+        extra = {} if target.local else {"num_shards": target.shards}
         search._call("create_collection", client.create_collection, collection_name=collection, schema=schema,
-                     index_params=index_params, consistency_level="Strong")
+                     index_params=index_params, consistency_level="Strong", **extra)
         return search
 
     def check(self, fixed: dict, passages: int, path: Path) -> None:
@@ -232,7 +235,11 @@ class MilvusSearch:
 
     def count(self) -> int:
         """Searchable rows (ids below ``next_id``)."""
-        self._call("load_collection", self.client.load_collection, self.collection)
+        if self.target.local or self.target.replicas == 1:
+            self._call("load_collection", self.client.load_collection, self.collection)
+        else:
+            self._call("load_collection", self.client.load_collection, self.collection,
+                       replica_number=self.target.replicas)
         rows = self._call("count", self.client.query, self.collection, filter=f"id < {self.next_id}",
                           output_fields=["count(*)"])
         return int(rows[0]["count(*)"]) if rows else 0
