@@ -235,3 +235,13 @@ def test_the_cli_indexes_into_milvus_lite_in_process(tmp_path):
     cite = answer["citations"][0]
     assert "Asadi" in answer["text"]
     assert (SEEDS / cite["doc_id"]).read_text(encoding="utf-8")[cite["start"]:cite["end"]] == cite["quote"]
+
+
+def test_nothing_imports_ray_or_pymilvus_unless_asked():
+    """The local store and an index without --ray never load the scale-out libraries."""
+    code = ("import sys, qa, qa.api, qa.cli, qa.index, qa.retrieve, qa.ui; "
+            "from qa.settings import Settings; import qa.index.milvus; "
+            "bad = [m for m in ('ray', 'pymilvus', 'milvus_lite') if m in sys.modules]; "
+            "assert not bad, bad")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
