@@ -13,7 +13,8 @@ from qa.cite import verify
 from qa.extractive import answer_extractive, not_found
 from qa.generate import LLMError, clean_text, get_generator, parse_backend, prompt_messages
 from qa.embed import Embedder, QueryEncoder, get_embedder, get_query_encoder, onnx_cache
-from qa.index import BuildReport, Index, IndexNotFound, IndexProblem, load_index, read_manifest, update_index
+from qa.index import (BuildReport, Index, IndexNotFound, IndexProblem, StoreUnavailable, load_index, read_manifest,
+                      update_index)
 from qa.load import Skipped, load_corpus
 from qa.retrieve import Query, Retriever, as_llama_retriever, resolve_query
 from qa.settings import Settings
@@ -231,6 +232,8 @@ def ensure_default_index(settings: Settings) -> BuildReport | None:
     sources = [str(settings.corpus)]
     try:
         report = update_index(settings.index, documents, settings, embedder, sources=sources)[1]
+    except StoreUnavailable:
+        raise  # the store is down, not the index broken: a rebuild would re-embed everything
     except IndexProblem as exc:
         log.warning("rebuilding the default index: %s", exc)
         report = update_index(settings.index, documents, settings, embedder, rebuild=True, sources=sources)[1]
@@ -274,6 +277,8 @@ def _prepare_on_ray(paths: Sequence[str | os.PathLike], path: Path, settings: Se
     """Documents for :func:`update_index`: changed files read on Ray, unchanged ones from the live index."""
     from qa.index.parallel import prepare_on_ray
 
+    if settings.sentence_vectors != "ondemand":
+        raise ValueError("--ray embeds passages only: use QA_SENTENCE_VECTORS=ondemand (the default)")
     previous = None
     if not rebuild:
         try:

@@ -214,7 +214,9 @@ def build_index(
     for (block, n_p, n_s), ready_v in zip(fresh_slots, ready_vecs):
         p_tab, s_tab, _, _, ids = doc_blocks[block]
         if ready_v is not None:
-            vecs, sv = np.asarray(ready_v, dtype=np.float32).reshape(n_p, -1), None
+            vecs = (np.asarray(ready_v, dtype=np.float32).reshape(n_p, -1) if n_p
+                    else np.zeros((0, embedder.dim), np.float32))
+            sv = None
         else:
             vecs, sv = p_vecs[p_off:p_off + n_p], None if on_demand else s_vecs[s_off:s_off + n_s]
             p_off += n_p
@@ -267,6 +269,8 @@ def build_index(
         "bm25": {"k1": BM25_K1, "b": BM25_B},
         "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if isinstance(dense, MilvusSearch):  # deleted from the collection once this generation is live
+        manifest["milvus_pending"] = [int(i) for i in dense.pending]
     index = Index(manifest, store, dense, keyword)
     report.seconds = time.perf_counter() - started
     return index, report
@@ -285,22 +289,39 @@ def fixed_params(settings: Settings, dim: int) -> dict:
 
 def _fill_milvus(target: MilvusTarget, store: PassageStore, previous: Index | None, added: np.ndarray,
                  vectors: np.ndarray, dim: int, fixed: dict, name: str, progress: Progress | None) -> MilvusSearch:
-    """Bring the collection up to ``store``: rows of a killed update and of removed passages out, new ones in."""
-    if previous is not None and isinstance(previous.dense, MilvusSearch):
+    """Insert the new passages; the removed ones are only marked (``pending``) for after the save.
+
+    The live generation must keep answering until the new one replaces it, so nothing it
+    holds is deleted here: rows a killed update inserted (ids at or above its ``next_id``)
+    and deletes a killed update left undone (its manifest's ``milvus_pending``) are cleaned
+    first, then new rows go in above ``next_id``. A collection this build created is dropped
+    if the build fails.
+    """
+    created = previous is None or not isinstance(previous.dense, MilvusSearch)
+    if not created:
         search = previous.dense
         search.delete_from(int(previous.manifest.get("next_id", 0)))
+        search.delete(np.asarray(previous.manifest.get("milvus_pending") or [], dtype=np.int64))
         removed = previous.store.ids[~np.isin(previous.store.ids, store.ids)]
-        search.delete(removed, previous.store.passage_texts(removed))
+        search.forget(previous.store.passage_texts(removed))
     else:
         search = MilvusSearch.create(target, collection_name(name), dim, fixed)
-    block = 5_000
-    for lo in range(0, len(added), block):
-        ids = added[lo:lo + block]
-        search.add_passages([store.passage(int(i)) for i in ids], vectors[lo:lo + block])
-        if progress:
-            progress("storing in Milvus", min(lo + block, len(added)), len(added))
-    search.next_id = max(search.next_id, store.next_id)
-    search.flush()
+        removed = np.zeros(0, np.int64)
+    try:
+        block = 5_000
+        for lo in range(0, len(added), block):
+            ids = added[lo:lo + block]
+            search.add_passages([store.passage(int(i)) for i in ids], vectors[lo:lo + block])
+            if progress:
+                progress("storing in Milvus", min(lo + block, len(added)), len(added))
+        search.next_id = max(search.next_id, store.next_id)
+        search.flush()
+    except BaseException:
+        if created:
+            with contextlib.suppress(Exception):
+                search.drop()
+        raise
+    search.pending = removed
     return search
 
 
@@ -466,7 +487,7 @@ def _load_generation(path: Path, gen: Path, manifest: dict, mmap: bool,
         search = MilvusSearch.load(gen, target, manifest["dimension"], int(manifest.get("next_id", 0)))
         if check_store:
             fixed = {"format": manifest["format"], "dimension": manifest["dimension"], **manifest["params"]}
-            search.check(fixed, manifest["passages"], path)
+            search.check(fixed, manifest["passages"], path, len(manifest.get("milvus_pending") or []))
         return Index(manifest, store, search, search, path)
     with reading(path, "dense.faiss"):
         dense = FaissSearch.load(gen, store.passage_vectors, str(manifest.get("dense") or ""))
@@ -578,7 +599,14 @@ def update_index(
                 with contextlib.suppress(Exception):
                     index.dense.drop()
             raise
-        if replaced is not None and fresh and replaced.collection != index.dense.collection:
+        if isinstance(index.dense, MilvusSearch) and len(index.dense.pending):
+            # the new generation is live: the passages it dropped can go (if this fails, the
+            # manifest lists them and the next update deletes them)
+            with contextlib.suppress(IndexProblem):
+                index.dense.delete(index.dense.pending)
+                index.dense.pending = np.zeros(0, np.int64)
+        if replaced is not None and fresh and replaced.collection != index.dense.collection \
+                and replaced.stored_uri in ("", replaced.target.uri):
             with contextlib.suppress(IndexProblem):  # the rebuilt index is live; the old collection is garbage
                 replaced.drop()
         index.path = path

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -39,7 +40,8 @@ Hits = list[tuple[int, float]]
 TEXT_MAX = 16_000  # characters of a passage's text kept in the collection (VARCHAR holds 65,535 bytes)
 TERMS_MAX = 60_000
 INSERT_BATCH = 1_000
-TIMEOUT = 30.0  # seconds a call may take before the store counts as unreachable
+TIMEOUT = 10.0  # seconds a search or count may take before the store counts as unreachable
+WRITE_TIMEOUT = 300.0  # an insert, delete, create or flush
 FIELDS = ("id", "doc_id", "start", "end", "page", "text", "terms", "dense", "sparse")
 
 
@@ -87,15 +89,24 @@ def parse_store(spec: str, token: str = "", tls: bool = False, server_pem: str =
 
 
 _clients: dict[MilvusTarget, object] = {}
+_clients_lock = threading.Lock()
 
 
 def connect(target: MilvusTarget):
     """A client of ``target``, one per process (milvus-lite allows one opener of a file)."""
+    with _clients_lock:
+        return _connect(target)
+
+
+def _connect(target: MilvusTarget):
     client = _clients.get(target)
     if client is None:
-        from pymilvus import MilvusClient
+        try:
+            from pymilvus import MilvusClient
+        except ImportError as exc:
+            raise ValueError("a Milvus store needs the scale-out extra: pip install -e \".[scale]\"") from exc
 
-        kwargs: dict[str, object] = {"uri": target.uri, "timeout": TIMEOUT}
+        kwargs: dict[str, object] = {"uri": target.uri, "timeout": WRITE_TIMEOUT}
         if target.token:
             kwargs["token"] = target.token
         if target.server_pem:
@@ -112,9 +123,12 @@ def connect(target: MilvusTarget):
     return client
 
 
-def disconnect(target: MilvusTarget) -> None:
-    """Close and forget the client of ``target`` (tests; a server that was restarted)."""
-    client = _clients.pop(target, None)
+def disconnect(target: MilvusTarget, client=None) -> None:
+    """Close and forget the client of ``target`` (only if it is still ``client``, when given)."""
+    with _clients_lock:
+        if client is not None and _clients.get(target) is not client:
+            return
+        client = _clients.pop(target, None)
     if client is not None:
         try:
             client.close()
@@ -153,26 +167,31 @@ class MilvusSearch:
         self.counts: Counter[str] = Counter()
         if vocab:
             self.counts.update({t: int(doc_freqs[i]) for t, i in vocab.items()})  # type: ignore[index]
-        self._client = None
+        self.pending = np.zeros(0, np.int64)  # removed passages, deleted once the new generation is live
+        self.stored_uri = ""  # where the collection was when its generation was saved
 
     # ------------------------------------------------------------ connection
 
     @property
     def client(self):
-        if self._client is None:
-            self._client = connect(self.target)
-        return self._client
+        return connect(self.target)
 
     def _call(self, what: str, fn, *args, **kwargs):
-        """Run a client call; an engine that does not answer becomes StoreUnavailable."""
+        """Run a client call with a deadline; an engine that does not answer becomes StoreUnavailable.
+
+        Without a deadline pymilvus retries an unreachable server for minutes.
+        """
+        kwargs.setdefault("timeout", TIMEOUT if what in ("search", "hybrid search", "count", "has_collection",
+                                                          "describe_collection", "load_collection")
+                          else WRITE_TIMEOUT)
+        client = getattr(fn, "__self__", None)
         try:
             return fn(*args, **kwargs)
         except IndexProblem:
             raise
         except Exception as exc:
             if _is_connection_error(exc):
-                disconnect(self.target)
-                self._client = None
+                disconnect(self.target, client)
                 raise StoreUnavailable(f"the Milvus store at {self.target.describe()} did not answer ({what}): "
                                        f"{_why(exc)}; is it running?") from exc
             raise IndexCorrupt(f"the Milvus collection {self.collection} at {self.target.describe()} refused "
@@ -190,7 +209,7 @@ class MilvusSearch:
         schema = client.create_schema(auto_id=False, enable_dynamic_field=False,
                                       description=json.dumps(fixed, sort_keys=True))
         schema.add_field("id", DataType.INT64, is_primary=True)
-        schema.add_field("doc_id", DataType.VARCHAR, max_length=1024)
+        schema.add_field("doc_id", DataType.VARCHAR, max_length=65_535)
         schema.add_field("start", DataType.INT64)
         schema.add_field("end", DataType.INT64)
         schema.add_field("page", DataType.INT64)
@@ -212,8 +231,9 @@ class MilvusSearch:
                      index_params=index_params, consistency_level="Strong", **extra)
         return search
 
-    def check(self, fixed: dict, passages: int, path: Path) -> None:
-        """The collection exists, was built with ``fixed`` and holds ``passages`` searchable rows."""
+    def check(self, fixed: dict, passages: int, path: Path, pending: int = 0) -> None:
+        """The collection exists, was built with ``fixed`` and holds ``passages`` searchable rows
+        (and up to ``pending`` removed ones whose delete comes after the save)."""
         client = self.client
         if not self._call("has_collection", client.has_collection, self.collection):
             raise IndexCorrupt(f"index at {path}: its Milvus collection {self.collection} is missing at "
@@ -228,10 +248,10 @@ class MilvusSearch:
                                 f"{have or 'unknown settings'}, the index says {fixed}; rebuild it with "
                                 f"`qa index CORPUS --index {path} --rebuild`")
         held = self.count()
-        if held != passages:
+        if not passages <= held <= passages + pending:
             raise IndexCorrupt(f"index at {path}: the Milvus collection {self.collection} holds {held} passages, "
-                               f"the index {passages} (an update was interrupted?); run `qa index` on the same "
-                               f"reports again to repair it, or rebuild with --rebuild")
+                               f"the index {passages} (rows were deleted or added outside qa); rebuild it with "
+                               f"`qa index CORPUS --index {path} --rebuild`")
 
     def count(self) -> int:
         """Searchable rows (ids below ``next_id``)."""
@@ -270,11 +290,15 @@ class MilvusSearch:
         if len(passages):
             self.next_id = max(self.next_id, max(int(p.passage_id) for p in passages) + 1)
 
-    def delete(self, ids: np.ndarray, texts: Iterable[str] = ()) -> None:
-        """Delete passages ``ids``; ``texts`` (theirs) take their terms out of the counts."""
+    def forget(self, texts: Iterable[str]) -> None:
+        """Take the terms of removed passages (their ``texts``) out of the counts."""
         for text in texts:
             self.counts.subtract(set(terms(text)))
         self.counts = +self.counts
+
+    def delete(self, ids: np.ndarray, texts: Iterable[str] = ()) -> None:
+        """Delete passages ``ids`` from the collection; ``texts`` (theirs) also leave the counts."""
+        self.forget(texts)
         ids = np.asarray(ids, dtype=np.int64)
         for lo in range(0, len(ids), 10_000):
             self._call("delete", self.client.delete, self.collection, ids=ids[lo:lo + 10_000].tolist())
@@ -357,14 +381,17 @@ class MilvusSearch:
     def load(cls, directory: Path, target: MilvusTarget, dim: int, next_id: int) -> MilvusSearch:
         path = directory.parent
         with reading(path, "milvus.json"):
-            collection = json.loads((directory / "milvus.json").read_text(encoding="utf-8"))["collection"]
+            info = json.loads((directory / "milvus.json").read_text(encoding="utf-8"))
+            collection = info["collection"]
         with reading(path, "terms.json"):
             vocab = {t: i for i, t in enumerate(json.loads((directory / "terms.json").read_text(encoding="utf-8")))}
         with reading(path, "doc_freq.npy"):
             doc_freqs = np.load(directory / "doc_freq.npy")
             if len(doc_freqs) != len(vocab):
                 raise ValueError("doc_freq.npy disagrees with terms.json")
-        return cls(target, collection, dim, next_id, vocab, doc_freqs)
+        search = cls(target, collection, dim, next_id, vocab, doc_freqs)
+        search.stored_uri = str(info.get("uri") or "")
+        return search
 
 
 def _vec(vector: np.ndarray) -> list[float]:

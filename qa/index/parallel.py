@@ -37,8 +37,11 @@ TASK_RETRIES = 3
 
 def start_ray(address: str | None) -> None:
     """Join the cluster at ``address`` or start a local one (idempotent)."""
-    import ray
-    import ray.data
+    try:
+        import ray
+        import ray.data
+    except ImportError as exc:
+        raise ValueError("--ray needs the scale-out extra: pip install -e \".[scale]\"") from exc
 
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # ours is drawn from the rows as they arrive
@@ -126,21 +129,30 @@ def prepare_on_ray(paths: Sequence[str | os.PathLike], settings: Settings, known
     skipped: list[Skipped] = []
     todo: list[dict] = []
     unchanged: set[str] = set()
-    by_file: dict[str, set[str]] = {}
-    for doc_id, fp in known.items():
-        by_file.setdefault(doc_id.split("/", 1)[0] if "/" in doc_id else doc_id, set()).add(fp)
+    # a file's documents: its own id, and "id/attachment" for what it carries
+    by_file: dict[str, list[str]] = {}
+    for doc_id in known:
+        by_file.setdefault(doc_id, []).append(doc_id)
+        at = doc_id.find("/")
+        while at > 0:
+            by_file.setdefault(doc_id[:at], []).append(doc_id)
+            at = doc_id.find("/", at + 1)
+    claimed: set[str] = set()
     for file, doc_id, refusal in corpus_files(list(paths), follow_symlinks=settings.follow_symlinks):
         if refusal:
             skipped.append(Skipped(str(file), refusal))
             continue
+        if doc_id in claimed:  # as load_corpus: the first root holding a relative path wins
+            skipped.append(Skipped(str(file), f"duplicate document id {doc_id!r}"))
+            continue
+        claimed.add(doc_id)
         try:
             fp = file_fingerprint(file)
         except OSError as exc:
             skipped.append(Skipped(str(file), f"unreadable: {exc.strerror or exc}"))
             continue
-        held = {d for d in known if d == doc_id or d.startswith(doc_id + "/")}
-        if held and all(known[d] == fp for d in held):
-            unchanged.update(held)
+        if known.get(doc_id) == fp:  # unchanged bytes: the document and its attachments are kept
+            unchanged.update(by_file.get(doc_id, [doc_id]))
             continue
         todo.append({"path": str(file), "doc_id": doc_id})
     documents: list[Document] = []
@@ -161,8 +173,15 @@ def prepare_on_ray(paths: Sequence[str | os.PathLike], settings: Settings, known
     ds = ds.map_batches(EmbedPassages, batch_size=4, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1,
                         fn_constructor_kwargs={"model": settings.model, "batch_size": settings.batch_size})
     done = 0
-    seen: set[str] = set()
-    for row in ds.iter_rows():
+    seen: set[str] = set(unchanged)
+    rows = ds.iter_rows()
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            break
+        except Exception as exc:  # a task that failed past its retries, a lost node, an actor out of memory
+            raise RuntimeError(f"indexing on Ray failed: {type(exc).__name__}: {str(exc).splitlines()[0][:500]}") from exc
         done += 1
         if row["skipped"]:
             path, reason = str(row["skipped"]).split("\t", 1)
