@@ -245,3 +245,28 @@ def test_nothing_imports_ray_or_pymilvus_unless_asked():
             "assert not bad, bad")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_passages_dropped_by_an_update_are_deleted_after_it_goes_live(milvus_server, tmp_path, corpus, monkeypatch):
+    """The delete comes after the save; one cut short (the store failing right then) is finished next time."""
+    settings = milvus_settings(milvus_server)
+    path = tmp_path / "idx"
+    qa.index_paths([corpus], index=path, settings=settings)
+    gone = sorted(p.name for p in corpus.iterdir())[0]
+    (corpus / gone).unlink()
+
+    def store_down(self, ids, texts=()):
+        raise StoreUnavailable("injected: the store stopped answering")
+
+    with monkeypatch.context() as m:
+        m.setattr(MilvusSearch, "delete", store_down)
+        qa.index_paths([corpus], index=path, settings=settings)
+    _, manifest = read_manifest(path)
+    assert manifest["milvus_pending"]  # listed in the live generation
+    index = load_index(path, settings)  # opens: the extra rows are the pending ones
+    assert index.dense.count() == manifest["passages"] + len(manifest["milvus_pending"])
+    assert all(h.doc_id != gone for h in qa.search("political alliance", index=path, settings=settings, k=20))
+    (corpus / "extra.txt").write_text("A short extra report about river levels.", encoding="utf-8")
+    qa.index_paths([corpus], index=path, settings=settings)
+    index = load_index(path, settings)
+    assert index.dense.count() == index.manifest["passages"]

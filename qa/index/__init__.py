@@ -301,7 +301,9 @@ def _fill_milvus(target: MilvusTarget, store: PassageStore, previous: Index | No
     if not created:
         search = previous.dense
         search.delete_from(int(previous.manifest.get("next_id", 0)))
-        search.delete(np.asarray(previous.manifest.get("milvus_pending") or [], dtype=np.int64))
+        unfinished = np.asarray(previous.manifest.get("milvus_pending") or [], dtype=np.int64)
+        if len(unfinished):
+            search.delete(unfinished)
         removed = previous.store.ids[~np.isin(previous.store.ids, store.ids)]
         search.forget(previous.store.passage_texts(removed))
     else:
