@@ -261,7 +261,11 @@ def index_paths(
     if ray is not None:
         documents, prepared, skipped = _prepare_on_ray(paths, path, settings, rebuild, ray or None, progress)
     else:
-        documents, skipped = load_corpus(list(paths), follow_symlinks=settings.follow_symlinks)
+        pages = None
+        if progress is not None:
+            pages = lambda file, page, total: progress(f"reading {Path(file).name}, page {page} of {total}",
+                                                       page, total)
+        documents, skipped = load_corpus(list(paths), follow_symlinks=settings.follow_symlinks, progress=pages)
     if not documents:
         raise ValueError("no readable documents under " + ", ".join(str(p) for p in paths))
     embedder = get_embedder(settings.model, settings.batch_size)

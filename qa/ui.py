@@ -225,6 +225,13 @@ def passages(k: object) -> int:
         return 1
 
 
+def progress_label(stage: str, done: int, total: int) -> str:
+    """What the upload shows while indexing: the stage and how far ("embedding 120/480")."""
+    if "page" in stage:  # "reading report.pdf, page 7 of 13" says it all
+        return stage
+    return f"{stage} {done:,}/{total:,}"
+
+
 def indexed_message(names: list[str], report) -> str:
     """What an upload did to the index; an upload that changed nothing says it was already indexed."""
     if not report.added and not report.changed:
@@ -304,7 +311,8 @@ def build_app(settings: Settings, index: Path | None = None):
         if stored:
             try:
                 report, _ = index_paths(sources, index=index or settings.index, settings=settings,
-                                        progress=lambda stage, done, total: progress(done / max(total, 1), desc=stage))
+                                        progress=lambda stage, done, total: progress(
+                                            done / max(total, 1), desc=progress_label(stage, done, total)))
                 message = indexed_message(stored, report)
             except Exception as exc:
                 log.exception("indexing uploads failed")

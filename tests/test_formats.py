@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import qa
 from qa.load import LOADERS, SUPPORTED_SUFFIXES, LoadError, load_corpus, load_file
 from qa.load.parts import HYPHEN_MARK, resolve_hyphens
 from tests.pdfs import CHROMIUM, TESSERACT, print_to_pdf, report_html, scan_pdf, write_docx
@@ -432,3 +433,19 @@ def test_without_tesseract_a_scan_page_is_reported_and_text_pages_still_load(tmp
     assert any("page 2" in r.getMessage() and "tesseract" in r.getMessage().lower() for r in caplog.records)
     with pytest.raises(LoadError, match="Tesseract is not installed"):
         list(load_file(tmp_path / "blank.pdf"))
+
+
+def test_indexing_reports_each_stage_with_pages_and_counts(tmp_path):
+    """What the chat's upload shows: "reading report.pdf, page 2 of 3", then chunking and embedding counts."""
+    from qa.ui import progress_label
+    from tests.pdfs import write_pdf
+
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    write_pdf(folder / "report.pdf", [f"Page {n} of the report says the river rose {n} metres." for n in (1, 2, 3)])
+    seen: list[str] = []
+    qa.index_paths([folder], index=tmp_path / "idx",
+                   progress=lambda stage, done, total: seen.append(progress_label(stage, done, total)))
+    assert [s for s in seen if s.startswith("reading")] == [f"reading report.pdf, page {n} of 3" for n in (1, 2, 3)]
+    assert "chunking 1/1" in seen and any(s.startswith("embedding ") and s.endswith("/3") for s in seen)
+    assert progress_label("embedding", 1200, 4800) == "embedding 1,200/4,800"
