@@ -174,7 +174,7 @@ def prepare_on_ray(paths: Sequence[str | os.PathLike], settings: Settings, known
                         fn_constructor_kwargs={"model": settings.model, "batch_size": settings.batch_size})
     done = 0
     seen: set[str] = set(unchanged)
-    rows = ds.iter_rows()
+    rows = iter(ds.iter_rows())
     while True:
         try:
             row = next(rows)
