@@ -386,24 +386,19 @@ def _milvus_build(local_dir: str, store: str, target: str) -> dict:
     """The local index's documents, chunks and vectors written to a Milvus store (no second embedding)."""
     import numpy as np
 
-    from qa.chunk import PassageSpan
     from qa.embed import get_embedder
-    from qa.index import P_FIRST, P_LAST, Prepared, load_index, update_index
-    from qa.types import Sentence
+    from qa.index import Prepared, load_index, update_index
 
     local = load_index(Path(local_dir), Settings.from_env())
     settings = Settings.from_env(index=target, store=store)
     st = local.store
     t0 = time.perf_counter()
     documents, prepared = [], {}
-    for doc_i, doc in enumerate(st.documents):
+    for doc in st.documents:
         part = st.part(doc.doc_id)
-        ids = part.ids
-        sentences = [Sentence(doc.doc_id, int(a), int(b), None if pg < 0 else int(pg))
-                     for _, a, b, pg in part.sentences.tolist()]
-        spans = [PassageSpan(doc.doc_id, int(a), int(b), None if pg < 0 else int(pg), int(f), int(l))
-                 for _, a, b, pg, f, l in part.passages.tolist()]
-        prepared[doc.doc_id] = Prepared(sentences, spans, np.asarray(st.passage_vectors(ids), dtype=np.float32))
+        prepared[doc.doc_id] = Prepared.from_rows(doc.doc_id, part.sentences[:, 1:4].tolist(),
+                                                  part.passages[:, 1:6].tolist(),
+                                                  np.asarray(st.passage_vectors(part.ids), dtype=np.float32))
         documents.append(doc)
     gather_s = time.perf_counter() - t0
     t0 = time.perf_counter()

@@ -87,6 +87,17 @@ class Prepared(NamedTuple):
     spans: list
     vectors: np.ndarray
 
+    @classmethod
+    def from_rows(cls, doc_id: str, sentences, spans, vectors: np.ndarray) -> Prepared:
+        """From plain rows: sentences ``(start, end, page)``, spans ``(start, end, page, first, last)``; page -1: none."""
+        from qa.chunk import PassageSpan
+        from qa.types import Sentence
+
+        page = lambda pg: None if int(pg) < 0 else int(pg)
+        return cls([Sentence(doc_id, int(a), int(b), page(pg)) for a, b, pg in sentences],
+                   [PassageSpan(doc_id, int(a), int(b), page(pg), int(f), int(l)) for a, b, pg, f, l in spans],
+                   vectors)
+
 
 @dataclass
 class BuildReport:

@@ -364,9 +364,6 @@ class MilvusSearch:
     def doc_freq(self, term: str) -> int:
         return int(self.counts.get(term, 0))
 
-    def problem(self) -> str | None:
-        return None
-
     # ------------------------------------------------------------ persistence (of the term counts)
 
     def save(self, directory: Path) -> None:

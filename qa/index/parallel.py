@@ -123,8 +123,7 @@ def prepare_on_ray(paths: Sequence[str | os.PathLike], settings: Settings, known
     on Ray, their chunks and vectors, the files skipped, and the ids of files left unread
     because unchanged (their documents are carried over from the index).
     """
-    from qa.chunk import PassageSpan
-    from qa.types import Page, Sentence
+    from qa.types import Page
 
     skipped: list[Skipped] = []
     todo: list[dict] = []
@@ -192,14 +191,10 @@ def prepare_on_ray(paths: Sequence[str | os.PathLike], settings: Settings, known
             seen.add(row["doc_id"])
             doc = Document(row["doc_id"], row["text"], tuple(Page(*map(int, p)) for p in row["pages"]),
                            row["title"], row["fingerprint"])
-            sentences = [Sentence(doc.doc_id, int(a), int(b), None if int(pg) < 0 else int(pg))
-                         for a, b, pg in row["sentences"]]
-            spans = [PassageSpan(doc.doc_id, int(a), int(b), None if int(pg) < 0 else int(pg), int(f), int(l))
-                     for a, b, pg, f, l in row["spans"]]
             vectors = (np.stack([np.frombuffer(v, dtype=np.float32) for v in row["vectors"]])
                        if row["vectors"] else np.zeros((0, 0), np.float32))
             documents.append(doc)
-            prepared[doc.doc_id] = Prepared(sentences, spans, vectors)
+            prepared[doc.doc_id] = Prepared.from_rows(doc.doc_id, row["sentences"], row["spans"], vectors)
         if progress:
             progress("loading, chunking and embedding on Ray (documents)", done, max(done, len(todo)))
     log.info("Ray prepared %d documents in %.1fs on %d actors", len(documents), time.perf_counter() - started, actors)
