@@ -190,7 +190,8 @@ def check_history(history: object) -> list[dict]:
 def get_engine(index: str | os.PathLike | None, settings: Settings) -> Engine:
     """The cached engine for an index and these settings, reloaded when the index on disk changed."""
     path = Path(index) if index is not None else settings.index
-    loaded_key = (str(path.resolve()), settings.fingerprint())
+    # how on-demand sentence vectors are pooled lives in the loaded store (and its cache)
+    loaded_key = (str(path.resolve()), settings.fingerprint(), settings.sentence_pooling, settings.sentence_context)
     engine_key = (*loaded_key, settings.rrf_k, settings.candidates, settings.top_k, settings.sentence_weight)
     with _engines_lock:
         live = _generation(path)

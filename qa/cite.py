@@ -182,7 +182,7 @@ def _check(text: str, markers: tuple[int, ...], pool: list[int], vector: np.ndar
     if not pool:
         return Check(text, markers, False, 0.0, (), None, reason="nothing to check against")
     rows = np.asarray(sorted(set(pool)), dtype=np.int64)
-    sims = index.store.sentence_vectors(rows) @ vector
+    sims = index.store.sentence_vectors(rows, alone=True) @ vector  # the scale support_min was set on
     order = [int(i) for i in np.argsort(-sims)[:5].tolist()]
     if claim_doc is None:
         claim_doc = parse([text], cache=False)[0]

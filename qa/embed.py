@@ -97,19 +97,9 @@ class Embedder:
                 features = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
                 tokens = model[0](dict(features))["token_embeddings"].float().numpy()
                 mask = features["attention_mask"].numpy().astype(np.float32)
-                pooled = (tokens * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1e-9)
-                text_out[rows] = pooled
-                for b, i in enumerate(rows):
-                    # special tokens have (0, 0) offsets and no characters of their own
-                    starts, ends = offsets[b, :, 0], offsets[b, :, 1]
-                    real = (ends > starts) & (mask[b] > 0)
-                    for j, (s, e) in enumerate(spans[i]):
-                        inside = real & (starts < e) & (ends > s)
-                        span_out[i][j] = tokens[b][inside].mean(0) if inside.any() else pooled[b]
-        text_out /= np.maximum(np.linalg.norm(text_out, axis=1, keepdims=True), 1e-12)
-        for vecs in span_out:
-            vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
-        return text_out, span_out
+                text_out[rows] = pool_spans(tokens, mask, offsets, [spans[i] for i in rows],
+                                            [span_out[i] for i in rows])
+        return _unit(text_out), [_unit(v) for v in span_out]
 
 
     def export_onnx(self, target: Path) -> Path:
@@ -191,6 +181,45 @@ class QueryEncoder:
             pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
             out[rows] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
         return out
+
+    def encode_with_spans(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]], *,
+                          batch_size: int = 64) -> tuple[np.ndarray, list[np.ndarray]]:
+        """As :meth:`Embedder.encode_with_spans`, without PyTorch: answering pools the
+        sentences of the passages it retrieved out of one pass over each passage."""
+        text_out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        span_out = [np.zeros((len(s), self.dim), dtype=np.float32) for s in spans]
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        for lo in range(0, len(texts), batch_size):
+            rows = order[lo:lo + batch_size]
+            batch = self._tokenizer.encode_batch([texts[i] for i in rows])
+            ids = np.array([e.ids for e in batch], dtype=np.int64)
+            mask = np.array([e.attention_mask for e in batch], dtype=np.int64)
+            types = np.array([e.type_ids for e in batch], dtype=np.int64)
+            offsets = np.array([e.offsets for e in batch], dtype=np.int64).reshape(len(rows), ids.shape[1], 2)
+            hidden = self._session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})[0]
+            text_out[rows] = pool_spans(hidden, mask.astype(np.float32), offsets, [spans[i] for i in rows],
+                                        [span_out[i] for i in rows])
+        return _unit(text_out), [_unit(v) for v in span_out]
+
+
+def pool_spans(tokens: np.ndarray, mask: np.ndarray, offsets: np.ndarray, spans: Sequence[Sequence[tuple[int, int]]],
+               out: Sequence[np.ndarray]) -> np.ndarray:
+    """Mean-pooled text vectors of a batch, and into ``out[b][j]`` the mean of the tokens inside
+    character span ``spans[b][j]`` (the text's vector when no token falls inside); unnormalized."""
+    pooled = (tokens * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1e-9)
+    for b in range(len(tokens)):
+        # special tokens have (0, 0) offsets and no characters of their own
+        starts, ends = offsets[b, :, 0], offsets[b, :, 1]
+        real = (ends > starts) & (mask[b] > 0)
+        for j, (s, e) in enumerate(spans[b]):
+            inside = real & (starts < e) & (ends > s)
+            out[b][j] = tokens[b][inside].mean(0) if inside.any() else pooled[b]
+    return pooled
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return vectors
 
 
 def onnx_cache(model: str, folder: Path) -> Path:

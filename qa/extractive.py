@@ -237,7 +237,7 @@ def score_sentences(query: Query, shape: QuestionShape, vector: np.ndarray, pass
         return []
     store = index.store
     order = np.fromiter(rows, dtype=np.int64)
-    vectors = store.sentence_vectors(order)
+    vectors = store.sentence_vectors(order, within=[rows[r].passage_id for r in order.tolist()])
     dense = vectors @ vector
     dense_bare = vectors @ bare if bare is not None and query.context else dense
     said_folded = " ".join(said.split())

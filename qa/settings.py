@@ -96,6 +96,10 @@ class Settings:
     # is taken out so sentences of one passage stay apart. Grid {0, .15, .3, .45, .6} on the
     # seeds and the news dev split: .3 is the only value that holds the seeds (0.82) and lifts dev.
     sentence_context: float = 0.3
+    # On demand, a sentence's vector is pooled out of one forward pass over its passage ("passage":
+    # the vector a derived index stores, computed only for the retrieved passages) or embedded
+    # alone ("sentence"). Measured in eval/README.md "Sentence vectors"; an answer-time choice.
+    sentence_pooling: str = "passage"
     # Extractive answering; the threshold is calibrated on eval/seeds.jsonl
     # (see eval/README.md), never per question.
     abstain_below: float = 0.55

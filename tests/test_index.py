@@ -15,6 +15,8 @@ import qa
 from qa.index import IndexCorrupt, IndexMismatch, IndexNotFound, check_index, load_index, terms
 from qa.retrieve import Query, Retriever
 
+SEEDS = Path(__file__).resolve().parent.parent / "seeds"
+
 
 def top_k(path, settings, embedder, question, k=5):
     index = load_index(path, settings)
@@ -286,23 +288,44 @@ def test_dense_search_by_id_on_every_kind(kind, tmp_path, monkeypatch):
         assert all(pid not in set(ids[:10].tolist()) for pid, _ in loaded.search(vectors[0], 20))
 
 
-def test_sentence_vectors_on_demand_are_the_sentences_own_and_never_stored(seeds_index, settings, embedder):
-    """The default index stores no sentence vectors; the ones computed when asked equal the
-    sentence embedded on its own, repeat from a bounded cache, and the whole table is refused."""
+def test_sentence_vectors_on_demand_are_never_stored_and_match_their_definition(seeds_index, settings, embedder,
+                                                                              tmp_path):
+    """The default index stores no sentence vectors. Pooled in passage (the default), the ones
+    computed when asked equal what a "derived" build stores for the same passage; embedded alone,
+    they equal the sentence's own embedding. Both repeat from a bounded cache; the whole table is refused."""
     from qa.index.store import PassageStore
 
-    assert settings.sentence_vectors == "ondemand"
+    assert settings.sentence_vectors == "ondemand" and settings.sentence_pooling == "passage"
     gen = seeds_index / (seeds_index / "CURRENT").read_text()
     assert not (gen / "sentence_vectors.npy").exists()
     store = load_index(seeds_index, settings).store
-    assert not store.stores_sentence_vectors
-    rows = np.array([3, 0, 3, 7])
-    got = store.sentence_vectors(rows)
+    assert not store.stores_sentence_vectors and store.context == settings.sentence_context
+    rows = np.array([3, 0, 3, 7, 30])
+    derived = replace(settings, sentence_vectors="derived")
+    qa.index_paths([SEEDS], index=tmp_path / "derived", settings=derived)
+    stored = load_index(tmp_path / "derived", derived).store
+    assert stored.stores_sentence_vectors and (stored.sentence_owners() == store.sentence_owners()).all()
+    got = store.sentence_vectors(rows)  # each in its first passage, as the derived build does
+    assert (got * stored.sentence_vectors(rows)).sum(axis=1).min() > 0.999  # ONNX here, PyTorch there
+    ids = store.ids.tolist()
+    # an overlap sentence: the last of one passage and the first of the next
+    pid, row = next((q, store.sentence_rows(q)[0]) for p, q in zip(ids, ids[1:])
+                    if store.sentence_rows(q)[0] == store.sentence_rows(p)[-1])
+    later = np.array([row])
+    assert store.sentence_owners()[row] != pid
+    other = store.sentence_vectors(later, within=[pid])  # read in the next passage's context instead
+    assert float(other[0] @ store.sentence_vectors(later)[0]) < 0.999
     alone = embedder.encode([store.sentence_text(int(r)) for r in rows])
-    assert (got * alone).sum(axis=1).min() > 0.9999
+    assert (store.sentence_vectors(rows, alone=True) * alone).sum(axis=1).min() > 0.9999
+    assert (got * alone).sum(axis=1).min() < 0.99, "pooled in passage is not the sentence alone"
     with pytest.raises(ValueError, match="on demand"):
         store.sentence_vectors(slice(None))
+    own = load_index(seeds_index, replace(settings, sentence_pooling="sentence")).store
+    assert own.context is None
+    assert (own.sentence_vectors(rows) * alone).sum(axis=1).min() > 0.9999
     small = PassageStore(store.documents, store.table, store.ids, store.sentences,
-                         store.passage_vectors(store.ids), None, store.encoder, cache_size=2)
+                         store.passage_vectors(store.ids), None, store.encoder, cache_size=2, context=store.context)
     np.testing.assert_allclose(small.sentence_vectors([0, 1, 2, 0]), store.sentence_vectors([0, 1, 2, 0]), atol=1e-6)
     assert len(small._cache) == 2
+    with pytest.raises(ValueError, match="QA_SENTENCE_POOLING"):
+        load_index(seeds_index, replace(settings, sentence_pooling="tokens"))

@@ -245,7 +245,7 @@ def build_index(
     passage_vectors = _stack([b[2] for b in doc_blocks], 0 if target is not None else dim)
     store = PassageStore(list(documents), passages, _ids([b[4] for b in doc_blocks]), sentences, passage_vectors,
                          None if on_demand else _stack([b[3] for b in doc_blocks], dim), sentence_encoder(settings),
-                         dim=dim)
+                         dim=dim, context=pooling_context(settings))
     added = _ids(fresh_ids)
     if target is not None:
         dense = keyword = _fill_milvus(target, store, previous, added, p_vecs, dim,
@@ -469,7 +469,7 @@ def load_index(path: Path, settings: Settings, *, mmap: bool = True, check_store
         check_compatible(manifest, settings, path)
         try:
             return _load_generation(path, gen, manifest, mmap, sentence_encoder(settings),
-                                    store_target(settings), check_store)
+                                    store_target(settings), check_store, pooling_context(settings))
         except IndexCorrupt:
             if attempt < 2 and live(path) != gen.name:
                 continue  # a writer made another generation live (and removed this one) while we read
@@ -482,9 +482,17 @@ def sentence_encoder(settings: Settings) -> Callable[[], SentenceEncoder]:
     return lambda: get_query_encoder(settings.model, settings.model_cache, settings.batch_size)
 
 
+def pooling_context(settings: Settings) -> float | None:
+    """How on-demand sentence vectors are made: pooled in passage (the share of the passage
+    vector taken out) or, for None, each sentence embedded alone."""
+    if settings.sentence_pooling not in ("passage", "sentence"):
+        raise ValueError(f"QA_SENTENCE_POOLING={settings.sentence_pooling!r}: use 'passage' or 'sentence'")
+    return settings.sentence_context if settings.sentence_pooling == "passage" else None
+
+
 def _load_generation(path: Path, gen: Path, manifest: dict, mmap: bool,
                      encoder: Callable[[], SentenceEncoder] | None = None, target: MilvusTarget | None = None,
-                     check_store: bool = True) -> Index:
+                     check_store: bool = True, context: float | None = None) -> Index:
     files = manifest.get("files") or {}
     big = [n for n, size in files.items() if isinstance(size, int) and size > EAGER_VERIFY_MAX]
     sizes_ok = verify_files(path, gen, {"files": files})
@@ -493,7 +501,7 @@ def _load_generation(path: Path, gen: Path, manifest: dict, mmap: bool,
     problems = verify_files(path, gen, manifest, [n for n in files if n not in big])
     if problems:
         raise IndexCorrupt(corrupt(path, problems[0]))
-    store = PassageStore.load(gen, manifest, mmap, encoder)
+    store = PassageStore.load(gen, manifest, mmap, encoder, context)
     if manifest.get("dense") == "milvus":
         if target is None:
             raise IndexMismatch(f"index at {path} is served by Milvus: set QA_STORE (or --store) to its store")

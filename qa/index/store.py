@@ -159,6 +159,9 @@ class SentenceEncoder(Protocol):
 
     def encode(self, texts: Sequence[str], *, batch_size: int = ...) -> np.ndarray: ...
 
+    def encode_with_spans(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]], *,
+                          batch_size: int = ...) -> tuple[np.ndarray, list[np.ndarray]]: ...
+
 
 @dataclass(frozen=True)
 class DocumentPart:
@@ -175,15 +178,17 @@ class PassageStore:
     """Documents, passages by stable id, sentences by row, and their vectors.
 
     ``sentence_vectors(rows)`` is the one way sentence vectors are read: stored (half
-    precision) when the index was built with them, else embedded when first asked for and
+    precision) when the index was built with them, else computed when first asked for and
     kept in a bounded cache, since a question only ever scores the sentences of the few
-    passages it retrieved.
+    passages it retrieved. On demand, ``context`` None embeds each sentence alone; a number
+    pools it out of one forward pass over its first passage, less that share of the
+    passage's vector (the same vectors a "derived" index stores).
     """
 
     def __init__(self, documents: Sequence[Document], passages: np.ndarray, passage_ids: np.ndarray,
                  sentences: np.ndarray, passage_vectors: np.ndarray, sentence_vectors: np.ndarray | None,
                  encoder: Callable[[], SentenceEncoder] | None = None, cache_size: int = SENTENCE_CACHE,
-                 dim: int | None = None) -> None:
+                 dim: int | None = None, context: float | None = None) -> None:
         self.documents = documents
         # passage vectors live in the search engine instead when it is not local (then 0 columns here)
         self.dim = int(dim if dim is not None else passage_vectors.shape[1])
@@ -196,6 +201,7 @@ class PassageStore:
         self._s_vecs = None if sentence_vectors is None else (
             sentence_vectors if sentence_vectors.dtype == np.float16 else sentence_vectors.astype(np.float16))
         self.encoder = encoder
+        self.context = context
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
@@ -295,31 +301,72 @@ class PassageStore:
         """Whether sentence vectors were computed at build time (else on demand)."""
         return self._s_vecs is not None
 
-    def sentence_vectors(self, rows: np.ndarray | Sequence[int] | slice) -> np.ndarray:
-        """Unit vectors of sentences ``rows``; ``slice(None)`` (all) only when they are stored."""
+    def sentence_vectors(self, rows: np.ndarray | Sequence[int] | slice,
+                         within: Sequence[int] | None = None, alone: bool = False) -> np.ndarray:
+        """Unit vectors of sentences ``rows``; ``slice(None)`` (all) only when they are stored.
+
+        Pooled on demand, row ``i`` is read in the context of passage ``within[i]`` (one that
+        holds it: the passage a question retrieved), else of the first passage that holds it;
+        ``alone`` embeds each sentence by itself (a claim is compared with a sentence as written).
+        """
         if self._s_vecs is not None:
             return np.asarray(self._s_vecs[rows], dtype=np.float32)
         if isinstance(rows, slice):
             raise ValueError("this index embeds sentences on demand: ask for the rows you score, not all")
         wanted = np.asarray(rows, dtype=np.int64).tolist()
+        if not wanted:
+            return np.zeros((0, self.passage_dim), dtype=np.float32)
+        keys: list = wanted if self.context is None or alone else self._pooling_keys(wanted, within)
         with self._cache_lock:
-            found = {r: self._cache[r] for r in dict.fromkeys(wanted) if r in self._cache}
-            for r in found:
-                self._cache.move_to_end(r)
-        missing = [r for r in dict.fromkeys(wanted) if r not in found]
+            found = {key: self._cache[key] for key in dict.fromkeys(keys) if key in self._cache}
+            for key in found:
+                self._cache.move_to_end(key)
+        missing = [key for key in dict.fromkeys(keys) if key not in found]
         if missing:
             if self.encoder is None:
                 raise ValueError("sentence vectors are computed on demand and this store has no encoder")
-            fresh = self.encoder().encode([self.sentence_text(r) for r in missing], batch_size=ON_DEMAND_BATCH)
-            found.update(zip(missing, np.asarray(fresh, dtype=np.float32)))
+            fresh = self._embed_sentences(missing)
+            found.update(fresh)
             with self._cache_lock:
-                for r in missing:
-                    self._cache[r] = found[r]
+                for key, v in fresh.items():
+                    self._cache[key] = v
                 while len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
-        if not wanted:
-            return np.zeros((0, self.passage_dim), dtype=np.float32)
-        return np.stack([found[r] for r in wanted])
+        return np.stack([found[key] for key in keys])
+
+    def _pooling_keys(self, rows: list[int], within: Sequence[int] | None) -> list[tuple[int, int]]:
+        """(row, passage id) pairs: which passage's forward pass each sentence is pooled from."""
+        if within is None:
+            owners = self.sentence_owners()
+            return [(r, int(owners[r])) for r in rows]
+        return [(r, int(pid)) for r, pid in zip(rows, within)]
+
+    def _embed_sentences(self, keys: list) -> dict:
+        """Vectors for cache ``keys``: rows embedded alone, or (row, passage) pairs pooled in passage."""
+        encoder = self.encoder()
+        out: dict = {}
+        # a row alone, or a sentence in no passage (no context to pool from), is embedded by itself
+        alone = [key for key in keys if isinstance(key, int) or key[1] < 0]
+        if alone:
+            texts = [self.sentence_text(key if isinstance(key, int) else key[0]) for key in alone]
+            out.update(zip(alone, np.asarray(encoder.encode(texts, batch_size=ON_DEMAND_BATCH), dtype=np.float32)))
+        pids = list(dict.fromkeys(key[1] for key in keys if not isinstance(key, int) and key[1] >= 0))
+        if not pids:
+            return out
+        texts, spans, members = [], [], []
+        for pid in pids:
+            passage = self.passage(pid)
+            mine = list(self.sentence_rows(pid))  # every sentence of a passage costs the same one pass
+            texts.append(passage.text)
+            spans.append([(int(self.sentences[r, S_START]) - passage.start,
+                           int(self.sentences[r, S_END]) - passage.start) for r in mine])
+            members.append([(r, pid) for r in mine])
+        p_vecs, s_vecs = encoder.encode_with_spans(texts, spans, batch_size=ON_DEMAND_BATCH)
+        for mine, pv, sv in zip(members, p_vecs, s_vecs):
+            sv = sv - self.context * pv
+            sv /= np.maximum(np.linalg.norm(sv, axis=1, keepdims=True), 1e-12)
+            out.update(zip(mine, sv.astype(np.float32)))
+        return out
 
     @property
     def passage_dim(self) -> int:
@@ -383,7 +430,7 @@ class PassageStore:
 
     @classmethod
     def load(cls, gen: Path, manifest: dict, mmap: bool = True,
-             encoder: Callable[[], SentenceEncoder] | None = None) -> PassageStore:
+             encoder: Callable[[], SentenceEncoder] | None = None, context: float | None = None) -> PassageStore:
         """The store of generation ``gen``; a file that disagrees with ``manifest`` raises IndexCorrupt."""
         path = gen.parent
         documents, lengths = read_documents(gen)
@@ -414,7 +461,7 @@ class PassageStore:
         if problem:
             raise IndexCorrupt(corrupt(path, problem))
         return cls(documents, arrays["passages"], arrays["passage_ids"], arrays["sentences"],
-                   arrays["passage_vectors"], arrays["sentence_vectors"], encoder, dim=dim)
+                   arrays["passage_vectors"], arrays["sentence_vectors"], encoder, dim=dim, context=context)
 
 
 def table_problem(passages: np.ndarray, sentences: np.ndarray, lengths: Sequence[int]) -> str | None:
