@@ -239,8 +239,14 @@ def score_sentences(query: Query, shape: QuestionShape, vector: np.ndarray, pass
     order = np.fromiter(rows, dtype=np.int64)
     vectors = store.sentence_vectors(order, within=[rows[r].passage_id for r in order.tolist()])
     dense = vectors @ vector
-    dense_bare = vectors @ bare if bare is not None and query.context else dense
     said_folded = " ".join(said.split())
+    dense_bare = dense
+    if bare is not None and query.context:
+        # a sentence the last answer quoted is judged as written against the bare follow-up
+        quoted = [i for i, r in enumerate(order.tolist()) if is_repeated(store.sentence_text(r), said_folded)]
+        dense_bare = vectors @ bare
+        if quoted:
+            dense_bare[quoted] = store.sentence_vectors(order[quoted], alone=True) @ bare
     out = []
     seen_terms: dict[int, set[str]] = {}  # a sentence is often also the one before another
     passage_cache: dict[int, set[str]] = {}

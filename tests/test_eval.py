@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SET = ROOT / "eval" / "seeds.jsonl"
 # Measured floor of the extractive engine (see eval/README.md); a change that lowers any
 # of these fails CI. The target is 0.9 on each: not reached yet.
-FLOOR = {"answer_recall": 0.80, "citation_precision": 0.87, "citation_recall": 0.80, "abstention_recall": 0.7}
+# Measured 2026-11-23: 0.81 / 0.936 / 0.81 / 0.75.
+FLOOR = {"answer_recall": 0.80, "citation_precision": 0.92, "citation_recall": 0.80, "abstention_recall": 0.7}
 
 
 def test_eval_set_shape_and_verbatim_evidence():
@@ -208,8 +209,10 @@ def test_rationale_runner_on_a_tiny_fixture(tmp_path, settings):
 
 NEWS = ROOT / "eval" / "news.jsonl"
 # Measured floor on the news set's test split (never tuned on; see eval/README.md).
-# Measured 2026-11-22: 0.574 / 0.658 / 0.588 / 0.417 (the target is 0.80 on each).
-NEWS_FLOOR = {"answer_recall": 0.56, "citation_precision": 0.64, "citation_recall": 0.57, "abstention_recall": 0.40}
+# Measured 2026-11-23: 0.618 / 0.634 / 0.632 / 0.417 (the target is 0.80 on each); the day
+# before 0.574 / 0.658 / 0.588 / 0.417: sentences pooled in passage trade 0.024 of citation
+# precision for 0.044 of answer and citation recall on this split (eval/README.md).
+NEWS_FLOOR = {"answer_recall": 0.60, "citation_precision": 0.62, "citation_recall": 0.62, "abstention_recall": 0.40}
 
 
 @pytest.mark.slow
