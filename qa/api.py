@@ -18,6 +18,7 @@ from qa.index import (BuildReport, Index, IndexNotFound, IndexProblem, StoreUnav
 from qa.load import Skipped, load_corpus
 from qa.retrieve import Query, Retriever, as_llama_retriever, resolve_query
 from qa.settings import Settings
+from qa.text import is_instruction
 from qa.types import Answer
 
 log = logging.getLogger("qa")
@@ -113,7 +114,7 @@ def answer_stream(
     k = top_k or settings.top_k
     # Passages that are nothing but instructions to a model are never shown or quoted.
     found = retrieve(engine, query, k + 3, doc_ids, vector)
-    passages = [p for p in found if clean_text(p.text)][:k]
+    passages = [p for p in found if has_content(p.text)][:k]
     if not passages:
         yield not_found(question, query=query.text, why="no indexed passage matches")
         return
@@ -143,6 +144,12 @@ def answer_stream(
                          query=query.text, mode=f"llm:{settings.llm}")
     yield verified if verified is not None else extractive(
         "no sentence of the model's answer is supported by the reports")
+
+
+def has_content(text: str) -> bool:
+    """Whether a passage holds anything but instructions to a model (the sentence split that
+    tells is needed only when some instruction-like text is there at all)."""
+    return bool(text.strip()) and (not is_instruction(text) or bool(clean_text(text)))
 
 
 def last_answer(history: Sequence[dict] | None) -> str:
