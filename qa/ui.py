@@ -327,7 +327,8 @@ def answer_turn(result: Answer, content: str) -> dict:
                           for c in citations]}
 
 
-_MD_ACTIVE = re.compile(r"([\\`*_\[\]<>#|])")
+# what makes a link, emphasis, code or HTML; an underscore inside a word (file_name.txt) makes nothing
+_MD_ACTIVE = re.compile(r"([\\`*\[\]<>]|(?<!\w)_|_(?!\w))")
 
 
 def md_text(text: str) -> str:
