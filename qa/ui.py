@@ -309,6 +309,21 @@ def chat_messages_of(conversation: dict) -> list[dict]:
     return [{"role": t["role"], "content": str(t.get("content") or "")} for t in conversation["turns"]]
 
 
+def add_turns(state: object, answered: dict) -> dict:
+    """The stored conversations with a finished question and answer added to the one it was asked in.
+
+    ``state`` is read when the answer is done, so a switch, rename or delete made while it
+    was coming stands; a conversation deleted meanwhile stays deleted (the answer is dropped).
+    """
+    state = conversations(state)
+    conv = next((c for c in state["items"] if c["id"] == answered.get("conversation")), None)
+    if conv is not None:
+        conv["turns"] += answered["turns"]
+        if conv["title"] == NEW_TITLE:
+            conv["title"] = title_from(str(answered["turns"][0].get("content") or ""))
+    return state
+
+
 def title_from(question: str) -> str:
     """A conversation's default title: its first question, cut at a word."""
     text = " ".join(question.split())
@@ -450,7 +465,7 @@ def documents_table(infos: Sequence[DocumentInfo], folder: Path, left_out: Seque
              f'<th>Size</th><th>Indexed</th><th>Origin</th></tr></thead><tbody>{rows}</tbody></table></div>')
     if left_out:
         table += ('<p class="qa-left-out">Removed from the index, files kept: '
-                  + ", ".join(inert(d) for d in left_out) + ". Upload one again to bring it back.</p>")
+                  + ", ".join(inert(d) for d in left_out) + ". Put back below, or upload the file again.</p>")
     return table
 
 
@@ -483,7 +498,7 @@ def removal_plan(info: DocumentInfo | None, folder: Path) -> str:
         return f"Remove **{name}** from the index? Its file is already gone."
     return (f"Remove **{name}** from the index? It was not uploaded here: its file "
             f"({inert(str(info.file))}) is the owner's and stays where it is. The report is left out of every "
-            "re-index of this index until it is uploaded again.")
+            "re-index of this index until it is put back.")
 
 
 def remove_report(doc_id: str, index: Path | None, settings: Settings,
@@ -502,6 +517,16 @@ def remove_report(doc_id: str, index: Path | None, settings: Settings,
     report, _ = index_paths(sources, index=index or settings.index, settings=settings, progress=progress)
     gone = sorted(set(report.removed) | set(report.excluded) & {doc_id})
     return f"Removed {inert(', '.join(gone) or doc_id)} from the index; {how}."
+
+
+def restore_report(doc_id: str, index: Path | None, settings: Settings, progress=None) -> str:
+    """Put a report removed from the index (its file kept) back in, and re-index."""
+    _, sources = upload_target(index, settings)
+    remove_from_index([doc_id], index=index, settings=settings, restore=True)
+    report, _ = index_paths(sources, index=index or settings.index, settings=settings, progress=progress)
+    if doc_id not in report.added:
+        return f"{inert(doc_id)} is no longer removed, but its file was not found to index again."
+    return f"Put {inert(doc_id)} back in the index."
 
 
 def browser_secret(index: Path | None, settings: Settings) -> str | None:
@@ -550,16 +575,17 @@ def build_app(settings: Settings, index: Path | None = None):
     def library(chosen: Sequence[str] | None) -> tuple:
         """The restriction list, the reports table, the remove choice and the scope line, read from the index now."""
         try:
-            infos = document_list(index, settings)
-            table = documents_table(infos, Path(settings.corpus).resolve(), excluded_documents(index, settings))
+            infos, left_out = document_list(index, settings), excluded_documents(index, settings)
+            table = documents_table(infos, Path(settings.corpus).resolve(), left_out)
         except (IndexProblem, OSError) as exc:
             log.warning("no documents: %s", exc)
-            infos, table = [], f"<p>⚠️ Could not read the index: {inert(str(exc))}</p>"
+            infos, left_out, table = [], [], f"<p>⚠️ Could not read the index: {inert(str(exc))}</p>"
         choices = [(document_label(d.doc_id, d.title), d.doc_id) for d in infos]
         ids = {d.doc_id for d in infos}
         kept = [d for d in (chosen or []) if d in ids]
         return (gr.update(choices=choices, value=kept), table, gr.update(choices=choices, value=None),
-                scope_line(kept, len(infos)))
+                scope_line(kept, len(infos)), gr.update(visible=bool(left_out)),
+                gr.update(choices=left_out, value=None))
 
     def listing(state: dict) -> tuple:
         """The conversation list and the current title, for a state from :func:`conversations`."""
@@ -567,32 +593,31 @@ def build_app(settings: Settings, index: Path | None = None):
         return gr.update(choices=conversation_choices(state), value=conv["id"]), conv["title"]
 
     def respond(question, state, k, doc_filter, mode):
+        """Stream the answer into the chat; the finished turn goes to ``answered`` for :func:`keep_turn`."""
         state = conversations(state)
         conv = current_conversation(state)
         shown = chat_messages_of(conv)
         if not (question or "").strip():
             gr.Warning("Type a question first.")
-            yield shown, "", gr.skip(), gr.skip(), gr.skip()
+            yield shown, gr.skip(), None
             return
         chosen_docs = list(doc_filter or [])
         asked = shown + [{"role": "user", "content": question}]
         chosen = settings if mode != "extractive" else dataclasses.replace(settings, llm="none")
-        turn = None
         try:
             result = None
             for result in answer_stream(question, plain_history(shown), index=index, settings=chosen,
                                         doc_ids=chosen_docs or None, top_k=passages(k)):
                 if isinstance(result, str):
                     draft = inert(result) + "\n\n<small><i>checking citations…</i></small>"
-                    yield asked + [{"role": "assistant", "content": draft}], "", gr.skip(), gr.skip(), gr.skip()
+                    yield asked + [{"role": "assistant", "content": draft}], "", None
             assert isinstance(result, Answer)
             result = restricted(result, chosen_docs)
             turn = answer_turn(result, render_answer(result, uuid.uuid4().hex[:8]))
             if chosen.llm == "none":
                 words = result.text.split(" ")
                 for i in range(0, len(words), 6):
-                    yield (asked + [{"role": "assistant", "content": inert(" ".join(words[:i + 6]))}],
-                           "", gr.skip(), gr.skip(), gr.skip())
+                    yield asked + [{"role": "assistant", "content": inert(" ".join(words[:i + 6]))}], "", None
         except ValueError as exc:
             turn = {"role": "assistant", "content": f"⚠️ {html.escape(str(exc))}", "text": f"⚠️ {exc}"}
         except Exception as exc:  # never a traceback in the chat
@@ -600,10 +625,17 @@ def build_app(settings: Settings, index: Path | None = None):
             why = f"{type(exc).__name__}: {exc}"
             turn = {"role": "assistant", "content": f"⚠️ Could not answer: {html.escape(why)}",
                     "text": f"⚠️ Could not answer: {why}"}
-        conv["turns"] += [{"role": "user", "content": question}, turn]
-        if conv["title"] == NEW_TITLE:
-            conv["title"] = title_from(question)
-        yield (chat_messages_of(conv), "", state, *listing(state))
+        yield asked + [turn], "", {"conversation": conv["id"], "turns": [{"role": "user", "content": question}, turn]}
+
+    def keep_turn(state, answered):
+        """Store a finished question and answer in the conversation it was asked in, read from the browser
+        as it is now: a conversation switched to, renamed or deleted meanwhile stays so."""
+        if not answered:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        state = add_turns(state, answered)
+        shown = gr.skip() if answered["conversation"] == state["current"] else \
+            chat_messages_of(current_conversation(state))  # the chat shows the answer already
+        return state, shown, *listing(state)
 
     def add_files(files, chosen, progress=gr.Progress()):
         if not files:
@@ -670,6 +702,17 @@ def build_app(settings: Settings, index: Path | None = None):
             message = f"⚠️ Could not remove {inert(doc_id)}: {html.escape(str(exc))}"
         return gr.update(visible=False), "", message, *library(chosen)
 
+    def put_back(doc_id, chosen, progress=gr.Progress()):
+        if not doc_id:
+            return "Choose a removed report first.", *library(chosen)
+        try:
+            message = restore_report(doc_id, index, settings, lambda stage, done, total: progress(
+                done / max(total, 1), desc=progress_label(stage, done, total)))
+        except Exception as exc:  # shown, never a traceback
+            log.exception("restoring %s failed", doc_id)
+            message = f"⚠️ Could not put {inert(doc_id)} back: {html.escape(str(exc))}"
+        return message, *library(chosen)
+
     def start_new(state):
         state = conversations(state)
         if current_conversation(state)["turns"]:  # an empty conversation is reused, not piled up
@@ -716,7 +759,8 @@ def build_app(settings: Settings, index: Path | None = None):
     with gr.Blocks(title="Report QA", delete_cache=(3600, 3600)) as app:
         convs = gr.BrowserState({}, storage_key="qa-conversations-v1", secret=secret)
         scope_saved = gr.BrowserState([], storage_key="qa-scope-v1", secret=secret)
-        pending = gr.State("")
+        pending = gr.State("")  # the report a confirmation is about
+        answered = gr.State(None)  # the last finished question and answer, until stored
         gr.Markdown("## Ask the reports\nEvery claim cites the sentence it comes from; click a marker to see it.")
         with gr.Row():
             with gr.Column(scale=3):
@@ -754,12 +798,17 @@ def build_app(settings: Settings, index: Path | None = None):
                 with gr.Row():
                     yes = gr.Button("Yes, remove", variant="stop", elem_id="remove-yes")
                     no = gr.Button("Cancel", elem_id="remove-no")
+            with gr.Row(visible=False, elem_id="restore-row") as restore_row:
+                restore_choice = gr.Dropdown([], value=None, label="Removed reports (files kept)",
+                                             elem_id="restore-choice", scale=3)
+                restore = gr.Button("Put back", elem_id="restore", scale=1)
             removed = gr.Markdown(elem_id="remove-status")
 
-        shelf = [doc_filter, table, remove_choice, scope]
+        shelf = [doc_filter, table, remove_choice, scope, restore_row, restore_choice]
         for trigger in (question.submit, ask.click):
-            trigger(respond, [question, convs, k, doc_filter, mode], [chatbot, question, convs, conv_list, title],
-                    api_name=False).then(None, None, None, js=SCROLL_TO_ANSWER)  # the answer's start, not its last source
+            trigger(respond, [question, convs, k, doc_filter, mode], [chatbot, question, answered], api_name=False
+                    ).then(keep_turn, [convs, answered], [convs, chatbot, conv_list, title], api_name=False
+                           ).then(None, None, None, js=SCROLL_TO_ANSWER)  # the answer's start, not its last source
         new.click(start_new, [convs], [convs, chatbot, conv_list, title, question], api_name=False)
         conv_list.input(switch, [conv_list, convs], [convs, chatbot, conv_list, title], api_name=False)
         for trigger in (rename_btn.click, title.submit):
@@ -772,6 +821,7 @@ def build_app(settings: Settings, index: Path | None = None):
         upload.upload(add_files, [upload, doc_filter], [status, *shelf], api_name=False)
         remove.click(ask_remove, [remove_choice], [confirm, plan, pending, removed], api_name=False)
         no.click(lambda: (gr.update(visible=False), ""), None, [confirm, pending], api_name=False)
+        restore.click(put_back, [restore_choice, doc_filter], [removed, *shelf], api_name=False)
         yes.click(confirm_remove, [pending, doc_filter], [confirm, pending, removed, *shelf], api_name=False)
         app.load(on_load, [convs, scope_saved], [convs, chatbot, conv_list, title, *shelf], api_name=False)
 

@@ -666,7 +666,18 @@ def test_browser_remove_reports_uploaded_and_from_the_source_folder(tmp_path_fac
             page.wait_for_timeout(1000)
             assert doc_rows(page) == [SEED_B]
 
-            # uploading it again brings it back
+            # "Put back" brings it back; removed again, so does uploading the file again
+            page.locator("#restore-choice input").click()
+            page.get_by_role("option", name=SEED_A).click()
+            page.locator("#restore").click()
+            wait_text(page, "#remove-status", f"Put {SEED_A} back", 120_000)
+            assert doc_rows(page) == [SEED_A, SEED_B] and page.locator("#restore-row").is_hidden()
+            ask(page, QUESTION)
+            assert SEED_A in page.locator(".qa-sources").last.text_content()
+            pick_to_remove(page, SEED_A)
+            page.locator("#remove-yes").click()
+            page.wait_for_function("document.querySelectorAll('#doc-table tr[data-doc]').length === 1",
+                                   timeout=120_000)
             page.locator("#upload input[type=file]").set_input_files([str(ROOT / "seeds" / SEED_A)])
             wait_text(page, "#upload-status", "Added", 120_000)
             page.wait_for_function("document.querySelectorAll('#doc-table tr[data-doc]').length === 2", timeout=10_000)
@@ -696,8 +707,9 @@ def test_browser_workbench_fits_a_phone(server):
             assert box and box["x"] >= 0 and box["x"] + box["width"] <= 391, (sel, box)
         scope_box, input_box = page.locator("#scope").bounding_box(), page.locator("#question").bounding_box()
         assert scope_box["y"] + scope_box["height"] <= input_box["y"] + 1
-        wide = page.locator("#doc-table .qa-docs").evaluate("d => [d.scrollWidth, d.clientWidth]")
-        assert wide[0] >= wide[1]
+        inner, shown, overflow = page.locator("#doc-table .qa-docs").evaluate(
+            "d => [d.scrollWidth, d.clientWidth, getComputedStyle(d).overflowX]")
+        assert inner > shown and overflow == "auto", "the table is wider than a phone and scrolls inside its box"
         page.locator("#conv-title input").fill("On the phone")
         page.locator("#rename").click()
         wait_text(page, "#conversations", "On the phone", 10_000)

@@ -197,4 +197,21 @@ def test_documents_table_is_inert_and_says_where_each_report_comes_from(tmp_path
     assert "PDF" in cells[0] and "|4|" in cells[0] and "2026-01-02 03:04:05 UTC" in cells[0] and "upload" in cells[0]
     assert "seed|" in cells[1] and "TXT" in cells[1] and "2.0 KB" in cells[1] and "source folder" in cells[1]
     assert "file gone" in cells[2] and "10 B text" in cells[2]
-    assert "gone.txt" in html.unescape(rows) and "Upload one again" in rows
+    assert "gone.txt" in html.unescape(rows) and "Put back" in rows
+
+
+def test_a_finished_answer_joins_its_own_conversation_as_the_browser_has_it_now():
+    from qa.ui import NEW_TITLE, add_turns, conversations
+
+    turns = [{"role": "user", "content": "Who runs the port?"}, {"role": "assistant", "content": "Ali [1]."}]
+    state = {"current": "b", "items": [{"id": "a", "title": NEW_TITLE, "turns": []},
+                                       {"id": "b", "title": "Renamed meanwhile", "turns": []}]}
+    after = add_turns(state, {"conversation": "a", "turns": turns})
+    assert after["current"] == "b", "switching away while the answer came stands"
+    assert after["items"][0]["turns"] == turns and after["items"][0]["title"] == "Who runs the port?"
+    assert after["items"][1] == {"id": "b", "title": "Renamed meanwhile", "turns": []}
+    # asked in "a", which was deleted before the answer came: it is not brought back
+    gone = add_turns({"current": "b", "items": [state["items"][1]]}, {"conversation": "a", "turns": turns})
+    assert [c["id"] for c in gone["items"]] == ["b"] and gone["items"][0]["turns"] == []
+    assert add_turns(None, {"conversation": "x", "turns": turns})["items"][0]["turns"] == []
+    assert conversations(after) == after
