@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 from qa.api import (DocumentInfo, answer, answer_stream, document_list, document_titles, excluded_documents,
                     get_engine, index_paths, remove_from_index)
@@ -446,7 +446,11 @@ def human_size(n: int) -> str:
 
 
 def documents_table(infos: Sequence[DocumentInfo], folder: Path, left_out: Sequence[str] = ()) -> str:
-    """The indexed reports as an HTML table (report text inert), with the ones removed but kept on disk."""
+    """The indexed reports as an HTML table (report text inert), with the ones removed but kept on disk.
+
+    "upload" here is the ledger's word (no file is hashed to draw the table); a removal checks the bytes.
+    """
+    uploads = set(_read_ledger(folder))
     if not infos:
         rows = '<tr><td colspan="7">No reports are indexed.</td></tr>'
     else:
@@ -456,7 +460,8 @@ def documents_table(infos: Sequence[DocumentInfo], folder: Path, left_out: Seque
             kind = Path(name).suffix.lstrip(".").upper() or "?"
             size = human_size(d.file.stat().st_size) if d.file is not None and d.file.exists() else \
                 f"{human_size(d.text_bytes)} text"
-            origin = "upload" if is_app_upload(d.file, folder) else "source folder" if d.file else "file gone"
+            mine = d.file is not None and d.file.name in uploads and d.file.parent.resolve() == folder.resolve()
+            origin = "upload" if mine else "source folder" if d.file else "file gone"
             when = d.indexed.replace("T", " ").replace("Z", " UTC") if d.indexed else "?"
             title = " ".join(d.title.split()) or Path(name).stem
             rows += (f'<tr data-doc="{html.escape(d.doc_id)}"><td>{inert(title)}</td><td>{inert(d.doc_id)}</td>'
@@ -502,7 +507,7 @@ def removal_plan(info: DocumentInfo | None, folder: Path) -> str:
 
 
 def remove_report(doc_id: str, index: Path | None, settings: Settings,
-                  progress=None) -> str:
+                  progress: Callable[[str, int, int], None] | None = None) -> str:
     """Remove one report: delete the app's own upload, or leave a user's file in place and exclude it; re-index."""
     folder, sources = upload_target(index, settings)
     info = next((d for d in document_list(index, settings) if d.doc_id == doc_id), None)
@@ -519,7 +524,8 @@ def remove_report(doc_id: str, index: Path | None, settings: Settings,
     return f"Removed {inert(', '.join(gone) or doc_id)} from the index; {how}."
 
 
-def restore_report(doc_id: str, index: Path | None, settings: Settings, progress=None) -> str:
+def restore_report(doc_id: str, index: Path | None, settings: Settings,
+                   progress: Callable[[str, int, int], None] | None = None) -> str:
     """Put a report removed from the index (its file kept) back in, and re-index."""
     _, sources = upload_target(index, settings)
     remove_from_index([doc_id], index=index, settings=settings, restore=True)
@@ -641,8 +647,11 @@ def build_app(settings: Settings, index: Path | None = None):
         if not files:
             return "No file chosen.", *library(chosen)
         stored, rejected, notes, restored = [], [], [], []
-        folder, sources = upload_target(index, settings)
-        left_out = set(excluded_documents(index, settings))
+        try:
+            folder, sources = upload_target(index, settings)
+            left_out = set(excluded_documents(index, settings))
+        except (IndexProblem, OSError) as exc:
+            return f"⚠️ Cannot add reports: {html.escape(str(exc))}", *library(chosen)
         for f in files:
             path = Path(getattr(f, "name", f))
             try:
@@ -712,6 +721,13 @@ def build_app(settings: Settings, index: Path | None = None):
             log.exception("restoring %s failed", doc_id)
             message = f"⚠️ Could not put {inert(doc_id)} back: {html.escape(str(exc))}"
         return message, *library(chosen)
+
+    def export_current(state):
+        conv = current_conversation(conversations(state))
+        if not conv["turns"]:
+            gr.Warning("Nothing to export yet: ask a question first.")
+            return ""
+        return conversation_markdown(conv)
 
     def start_new(state):
         state = conversations(state)
@@ -815,8 +831,8 @@ def build_app(settings: Settings, index: Path | None = None):
             trigger(rename, [title, convs], [convs, conv_list, title], api_name=False)
         delete_conv.click(delete_current, [convs], [convs, chatbot, conv_list, title], api_name=False)
         chatbot.clear(clear_current, [convs], [convs, conv_list, title], api_name=False)  # the trash icon forgets it too
-        export.click(lambda s: conversation_markdown(current_conversation(conversations(s))), [convs], [exported],
-                     api_name=False).then(None, [exported], None, js=DOWNLOAD_MARKDOWN)
+        export.click(export_current, [convs], [exported], api_name=False).then(None, [exported], None,
+                                                                               js=DOWNLOAD_MARKDOWN)
         doc_filter.change(restrict, [doc_filter], [scope_saved, scope], api_name=False)
         upload.upload(add_files, [upload, doc_filter], [status, *shelf], api_name=False)
         remove.click(ask_remove, [remove_choice], [confirm, plan, pending, removed], api_name=False)
