@@ -413,7 +413,7 @@ def document_list(index: str | os.PathLike | None = None, settings: Settings | N
     docs = idx.documents
     pages = getattr(docs, "page_counts", None) or [len(d.pages) for d in docs]
     sizes = getattr(docs, "text_bytes", None) or [len(d.text.encode("utf-8")) for d in docs]
-    when = idx.manifest.get("indexed") or {}
+    when = idx.manifest.get("indexed") if isinstance(idx.manifest.get("indexed"), dict) else {}
     built = str(idx.manifest.get("built") or "")
     sources = [str(s) for s in idx.manifest.get("sources") or []]
     return [DocumentInfo(doc_id, title, pages[i], sizes[i], str(when.get(doc_id) or built), source_file(doc_id, sources))

@@ -176,7 +176,8 @@ def build_index(
     next_id = max(int(previous.manifest.get("next_id", 0)), previous.store.next_id) if previous else 0
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     # when each document was last (re)indexed; an index written before this was kept says when it was built
-    was = (previous.manifest.get("indexed") or {}) if previous else {}
+    was = previous.manifest.get("indexed") if previous else None
+    was = was if isinstance(was, dict) else {}
     indexed: dict[str, str] = {}
 
     # per document: passages table, sentences table, passage vectors, sentence vectors, passage ids
