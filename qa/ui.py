@@ -775,8 +775,10 @@ def build_app(settings: Settings, index: Path | None = None):
     with gr.Blocks(title="Report QA", delete_cache=(3600, 3600)) as app:
         convs = gr.BrowserState({}, storage_key="qa-conversations-v1", secret=secret)
         scope_saved = gr.BrowserState([], storage_key="qa-scope-v1", secret=secret)
-        pending = gr.State("")  # the report a confirmation is about
-        answered = gr.State(None)  # the last finished question and answer, until stored
+        # Hidden components, not gr.State: a gr.State makes every client hold a heartbeat connection,
+        # which keeps the server from finishing its shutdown (and deleting temporary uploads) in time.
+        pending = gr.Textbox(visible=False)  # the report a confirmation is about
+        answered = gr.JSON(visible=False)  # the last finished question and answer, until stored
         gr.Markdown("## Ask the reports\nEvery claim cites the sentence it comes from; click a marker to see it.")
         with gr.Row():
             with gr.Column(scale=3):
