@@ -272,10 +272,13 @@ NEW_TITLE = "New conversation"
 TITLE_MAX = 80
 
 
-def new_conversation() -> dict:
+FIRST = "first"  # the id of the conversation a browser with none starts: the same on every read
+
+
+def new_conversation(conversation_id: str | None = None) -> dict:
     """An empty conversation with a fresh id."""
-    return {"id": uuid.uuid4().hex[:12], "title": NEW_TITLE, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "turns": []}
+    return {"id": conversation_id or uuid.uuid4().hex[:12], "title": NEW_TITLE,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "turns": []}
 
 
 def conversations(state: object) -> dict:
@@ -288,8 +291,8 @@ def conversations(state: object) -> dict:
                 items.append({**c, "title": str(c.get("title") or NEW_TITLE)[:TITLE_MAX], "turns": turns})
     current = state.get("current") if isinstance(state, dict) else None
     if not any(c["id"] == current for c in items):
-        if not items:
-            items.append(new_conversation())
+        if not items:  # the same id each time, so an answer finds the conversation it was asked in
+            items.append(new_conversation(FIRST))
         current = items[0]["id"]
     return {"current": current, "items": items}
 
@@ -486,9 +489,9 @@ def restricted(result: Answer, chosen: Sequence[str]) -> Answer:
     """An abstention under a restriction says the chosen reports do not answer, not that no report does."""
     if not chosen or not result.abstained:
         return result
-    which = "the chosen report" if len(chosen) == 1 else f"the {len(chosen)} chosen reports"
+    which, them = ("the chosen report", "it") if len(chosen) == 1 else (f"the {len(chosen)} chosen reports", "them")
     return dataclasses.replace(result, text=f"{NOT_FOUND_PREFIX}: nothing in {which} ({', '.join(chosen)}) answers "
-                                            "this question. Untick them under Documents to search every report.")
+                                            f"this question. Untick {them} under Documents to search every report.")
 
 
 def removal_plan(info: DocumentInfo | None, folder: Path) -> str:
@@ -763,9 +766,10 @@ def build_app(settings: Settings, index: Path | None = None):
         current_conversation(state)["turns"] = []
         return state, *listing(state)
 
-    def on_load(state, chosen):
+    def show_conversations(state):
+        """Quick and writing nothing: a question asked while the page loads is neither hidden nor lost."""
         state = conversations(state)
-        return (state, chat_messages_of(current_conversation(state)), *listing(state), *library(chosen))
+        return chat_messages_of(current_conversation(state)), *listing(state)
 
     def restrict(chosen):
         return list(chosen or []), scope_line(list(chosen or []), len(documents()))
@@ -841,7 +845,8 @@ def build_app(settings: Settings, index: Path | None = None):
         no.click(lambda: (gr.update(visible=False), ""), None, [confirm, pending], api_name=False)
         restore.click(put_back, [restore_choice, doc_filter], [removed, *shelf], api_name=False)
         yes.click(confirm_remove, [pending, doc_filter], [confirm, pending, removed, *shelf], api_name=False)
-        app.load(on_load, [convs, scope_saved], [convs, chatbot, conv_list, title, *shelf], api_name=False)
+        app.load(show_conversations, [convs], [chatbot, conv_list, title], api_name=False)
+        app.load(library, [scope_saved], shelf, api_name=False)  # reads the index: apart, so the chat is not kept waiting
 
         def chat(question: str) -> str:
             """Answer one question; the text keeps its [n] markers."""

@@ -595,9 +595,16 @@ def test_browser_conversations_restriction_and_export_survive_reload_and_restart
         proc.wait(timeout=30)
 
 
-def pick_to_remove(page, doc_id):
-    page.locator("#remove-choice input").click()
-    page.get_by_role("option", name=doc_id).click()
+def choose(page, dropdown, label):
+    """Pick an option of a Gradio dropdown (it selects on mousedown; its list may open below the viewport)."""
+    page.locator(f"{dropdown} input").click()
+    page.get_by_role("option", name=label, exact=True).dispatch_event("mousedown")
+    page.wait_for_function("([s, v]) => document.querySelector(s).value === v", arg=[f"{dropdown} input", label],
+                           timeout=10_000)
+
+
+def pick_to_remove(page, label):
+    choose(page, "#remove-choice", label)
     page.locator("#remove").click()
     page.wait_for_selector("#remove-confirm", state="visible", timeout=10_000)
 
@@ -667,8 +674,7 @@ def test_browser_remove_reports_uploaded_and_from_the_source_folder(tmp_path_fac
             assert doc_rows(page) == [SEED_B]
 
             # "Put back" brings it back; removed again, so does uploading the file again
-            page.locator("#restore-choice input").click()
-            page.get_by_role("option", name=SEED_A).click()
+            choose(page, "#restore-choice", SEED_A)
             page.locator("#restore").click()
             wait_text(page, "#remove-status", f"Put {SEED_A} back", 120_000)
             assert doc_rows(page) == [SEED_A, SEED_B] and page.locator("#restore-row").is_hidden()

@@ -78,6 +78,7 @@ def test_stored_conversations_are_repaired_and_titled():
     for junk in (None, [], "x", {"items": "no"}, {"items": [{"id": 3}], "current": "zz"}):
         state = conversations(junk)
         assert len(state["items"]) == 1 and current_conversation(state)["title"] == NEW_TITLE
+        assert state["current"] == conversations(None)["current"], "an answer must find the conversation it was asked in"
     state = conversations({"current": "gone", "items": [
         {"id": "a", "title": "First", "turns": [{"role": "user", "content": "q"}, {"role": "tool"}, "bad"]},
         {"id": "b", "title": "", "turns": []}]})
