@@ -601,11 +601,13 @@ def build_app(settings: Settings, index: Path | None = None):
         conv = current_conversation(state)
         return gr.update(choices=conversation_choices(state), value=conv["id"]), conv["title"]
 
-    def respond(question, state, k, doc_filter, mode):
-        """Stream the answer into the chat; the finished turn goes to ``answered`` for :func:`keep_turn`."""
-        state = conversations(state)
-        conv = current_conversation(state)
-        shown = chat_messages_of(conv)
+    def respond(question, history, state, k, doc_filter, mode):
+        """Stream the answer into the chat; the finished turn goes to ``answered`` for :func:`keep_turn`.
+
+        The chat as shown is the history: the previous answer may not be in the stored state yet.
+        """
+        conv = current_conversation(conversations(state))
+        shown = list(history or [])
         if not (question or "").strip():
             gr.Warning("Type a question first.")
             yield shown, gr.skip(), None
@@ -769,7 +771,8 @@ def build_app(settings: Settings, index: Path | None = None):
     def show_conversations(state):
         """Quick and writing nothing: a question asked while the page loads is neither hidden nor lost."""
         state = conversations(state)
-        return chat_messages_of(current_conversation(state)), *listing(state)
+        shown = chat_messages_of(current_conversation(state))
+        return shown or gr.skip(), *listing(state)  # an empty chat is what the page shows already
 
     def restrict(chosen):
         return list(chosen or []), scope_line(list(chosen or []), len(documents()))
@@ -828,7 +831,7 @@ def build_app(settings: Settings, index: Path | None = None):
 
         shelf = [doc_filter, table, remove_choice, scope, restore_row, restore_choice]
         for trigger in (question.submit, ask.click):
-            trigger(respond, [question, convs, k, doc_filter, mode], [chatbot, question, answered], api_name=False
+            trigger(respond, [question, chatbot, convs, k, doc_filter, mode], [chatbot, question, answered], api_name=False
                     ).then(keep_turn, [convs, answered], [convs, chatbot, conv_list, title], api_name=False
                            ).then(None, None, None, js=SCROLL_TO_ANSWER)  # the answer's start, not its last source
         new.click(start_new, [convs], [convs, chatbot, conv_list, title, question], api_name=False)
