@@ -1,8 +1,11 @@
 """The Gradio chat: cited answers whose sources sit under each answer, plus uploads.
 
 Each answer carries its own Sources block with ids unique to that turn, so markers
-never point at another answer's sources, and the chat is kept in the browser's
-storage so a reload shows the same answers with the same citations.
+never point at another answer's sources. Conversations are kept in the browser's
+storage (with each answer's citations as data, for the Markdown export), so a reload
+or a server restart shows the same answers with the same citations. The reports
+manager lists the index and removes reports: the app's own uploads with their files,
+anything else from the index only (see :func:`remove_report`).
 """
 from __future__ import annotations
 
