@@ -13,8 +13,8 @@ from qa.cite import verify
 from qa.extractive import answer_extractive, not_found
 from qa.generate import LLMError, clean_text, get_generator, parse_backend, prompt_messages
 from qa.embed import Embedder, QueryEncoder, get_embedder, get_query_encoder, onnx_cache
-from qa.index import (BuildReport, Index, IndexNotFound, IndexProblem, StoreUnavailable, load_index, read_manifest,
-                      update_index)
+from qa.index import (BuildReport, Index, IndexNotFound, IndexProblem, StoreUnavailable, exclude_documents,
+                      excluded_ids, load_index, read_manifest, update_index)
 from qa.load import Skipped, load_corpus
 from qa.retrieve import Query, Retriever, as_llama_retriever, resolve_query
 from qa.settings import Settings
@@ -229,6 +229,8 @@ def ensure_default_index(settings: Settings) -> BuildReport | None:
     other settings it is rebuilt rather than refused.
     """
     documents, _ = load_corpus([settings.corpus], follow_symlinks=settings.follow_symlinks)
+    left_out = excluded_ids(settings.index)
+    documents = [d for d in documents if d.doc_id not in left_out]
     try:
         _, manifest = read_manifest(settings.index)
         if (manifest.get("documents") == {d.doc_id: d.fingerprint for d in documents}
@@ -395,3 +397,67 @@ def document_titles(index: str | os.PathLike | None = None, settings: Settings |
                 title = head.splitlines()[0].lstrip("#").strip()
         out.append((doc_id, title))
     return out
+
+
+@dataclass(frozen=True)
+class DocumentInfo:
+    """An indexed report as a document manager lists it; ``file`` is where it is read from now (None: gone)."""
+
+    doc_id: str
+    title: str
+    pages: int
+    text_bytes: int
+    indexed: str
+    file: Path | None
+
+
+def document_list(index: str | os.PathLike | None = None, settings: Settings | None = None) -> list[DocumentInfo]:
+    """Every indexed report with what an analyst asks of it: title, pages, size, when indexed, its file.
+
+    Read from the index as it is now (no document text is decoded for a saved index).
+    """
+    settings = settings or Settings.from_env()
+    idx = get_engine(index, settings).index
+    docs = idx.documents
+    pages = getattr(docs, "page_counts", None) or [len(d.pages) for d in docs]
+    sizes = getattr(docs, "text_bytes", None) or [len(d.text.encode("utf-8")) for d in docs]
+    when = idx.manifest.get("indexed") if isinstance(idx.manifest.get("indexed"), dict) else {}
+    built = str(idx.manifest.get("built") or "")
+    sources = [str(s) for s in idx.manifest.get("sources") or []]
+    return [DocumentInfo(doc_id, title, pages[i], sizes[i], str(when.get(doc_id) or built), source_file(doc_id, sources))
+            for i, (doc_id, title) in enumerate(document_titles(index, settings))]
+
+
+def source_file(doc_id: str, sources: Sequence[str | os.PathLike]) -> Path | None:
+    """The file under ``sources`` that a document id was read from (an attachment's id names its e-mail)."""
+    parts = doc_id.split("/")
+    for root in (Path(s) for s in sources):
+        if root.is_file():
+            if parts[0] == root.name:
+                return root
+            continue
+        for n in range(len(parts), 0, -1):
+            candidate = root.joinpath(*parts[:n])
+            if ".." not in parts[:n] and candidate.is_file():
+                return candidate
+    return None
+
+
+def remove_from_index(doc_ids: Sequence[str], *, index: str | os.PathLike | None = None,
+                      settings: Settings | None = None, restore: bool = False) -> set[str]:
+    """Leave reports out of the index from its next update on, keeping their files (``restore`` undoes it).
+
+    Why not just drop them: the next re-index of their folder would add them back.
+    Returns every id now left out; the caller re-indexes (:func:`index_paths`) to apply it.
+    """
+    settings = settings or Settings.from_env()
+    path = Path(index) if index is not None else settings.index
+    if restore:
+        return exclude_documents(path, restore=doc_ids)
+    return exclude_documents(path, add=doc_ids)
+
+
+def excluded_documents(index: str | os.PathLike | None = None, settings: Settings | None = None) -> list[str]:
+    """The reports removed from this index whose files were kept (see :func:`remove_from_index`)."""
+    settings = settings or Settings.from_env()
+    return sorted(excluded_ids(Path(index) if index is not None else settings.index))

@@ -125,6 +125,9 @@ def _cmd_index(args: argparse.Namespace, settings: Settings) -> int:
                                   ray=args.ray)
     for s in skipped:
         print(f"skipped {s.path}: {s.reason}", file=sys.stderr)
+    for doc_id in report.excluded:
+        print(f"left out {doc_id}: removed from this index in the chat (listed in "
+              f"{settings.index}/excluded.json; uploading it again brings it back)", file=sys.stderr)
     print(f"indexed into {settings.index}: {len(report.added)} added, {len(report.changed)} changed, "
           f"{len(report.removed)} removed, {report.unchanged} unchanged; embedded {report.embedded_passages} "
           f"passages and {report.embedded_sentences} sentences in {report.seconds:.1f}s")

@@ -1,14 +1,19 @@
 """The Gradio chat: cited answers whose sources sit under each answer, plus uploads.
 
 Each answer carries its own Sources block with ids unique to that turn, so markers
-never point at another answer's sources, and the chat is kept in the browser's
-storage so a reload shows the same answers with the same citations.
+never point at another answer's sources. Conversations are kept in the browser's
+storage (with each answer's citations as data, for the Markdown export), so a reload
+or a server restart shows the same answers with the same citations. The reports
+manager lists the index and removes reports: the app's own uploads with their files,
+anything else from the index only (see :func:`remove_report`).
 """
 from __future__ import annotations
 
 import dataclasses
 import filecmp
+import hashlib
 import html
+import json
 import logging
 import os
 import re
@@ -18,13 +23,15 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple, Sequence
 
-from qa.api import answer, answer_stream, document_titles, get_engine, index_paths
+from qa.api import (DocumentInfo, answer, answer_stream, document_list, document_titles, excluded_documents,
+                    get_engine, index_paths, remove_from_index)
 from qa.index import IndexProblem
 from qa.load import SUPPORTED_SUFFIXES, LoadError, load_file
+from qa.retrieve import NOT_FOUND_PREFIX
 from qa.settings import Settings
-from qa.types import Answer
+from qa.types import Answer, Citation
 
 log = logging.getLogger("qa")
 UPLOAD_SUFFIXES = list(SUPPORTED_SUFFIXES)  # the loader table: a new format is one entry in qa.load
@@ -40,6 +47,12 @@ CSS = """
 .qa-notice { font-size: .85em; color: #8a5a00; }
 .dark .qa-notice { color: #ffc857; }
 a.qa-cite { text-decoration: none; font-weight: 600; }
+.qa-docs { overflow-x: auto; max-width: 100%; }
+.qa-docs table { border-collapse: collapse; width: 100%; font-size: .9em; }
+.qa-docs th, .qa-docs td { text-align: left; padding: .25em .5em; border-bottom: 1px solid #ddd; white-space: nowrap; }
+.qa-docs td:first-child { white-space: normal; min-width: 12em; }
+.qa-left-out { font-size: .85em; opacity: .8; }
+#scope { font-size: .9em; opacity: .85; min-height: 1.2em; }
 """
 # Runs in the page: a marker click goes to its source in this page (a plain "#src-…" link resolves
 # against Gradio's <base> and reloads the page when the URL has a query such as ?__theme=dark) and
@@ -134,7 +147,7 @@ def render_answer(result: Answer, turn: str) -> str:
     blocks = []
     for n, c in enumerate(citations, start=1):
         where = c.doc_id + (f", page {c.page}" if c.page is not None else "")
-        plain = f"[{n}] “{' '.join(c.quote.split())}” — {where}, chars {c.start}–{c.end}"
+        plain = f"[{n}] {source_text(c.doc_id, c.quote, c.start, c.end, c.page)}"
         at = c.passage.find(c.quote)
         context = ""
         if at >= 0 and c.passage.strip() != c.quote.strip():
@@ -143,6 +156,12 @@ def render_answer(result: Answer, turn: str) -> str:
         blocks.append(f'<div class="qa-source" id="src-{turn}-{n}" data-copy="{inert(plain)}"><b>[{n}] {inert(where)}</b> '
                       f'<small>chars {c.start}–{c.end}</small><br><mark>{inert(c.quote)}</mark>{context}</div>')
     return f"{text}\n\n{SOURCES_OPEN}<b>Sources</b>{''.join(blocks)}</div>"
+
+
+def source_text(doc_id: str, quote: str, start: int, end: int, page: int | None) -> str:
+    """One source as plain text; the copy buttons and the Markdown export both say it this way."""
+    where = doc_id + (f", page {page}" if page is not None else "")
+    return f"“{' '.join(quote.split())}” — {where}, chars {start}–{end}"
 
 
 def plain_history(messages: list[dict]) -> list[dict]:
@@ -245,6 +264,314 @@ def document_label(doc_id: str, title: str) -> str:
     return f"{title} ({doc_id})" if title and title != doc_id and title != Path(doc_id).stem else doc_id
 
 
+# ---------------------------------------------------------------- conversations, kept in the browser
+#
+# The browser keeps {"current": id, "items": [conversation, ...]}, newest first. A conversation is
+# {"id", "title", "created", "turns"}; a turn is {"role", "content"} as the chat shows it, and an
+# answer's turn also keeps "text" (the answer with its [n] markers) and "citations" (doc_id, quote,
+# start, end, page per marker), so an export never has to read the rendered HTML.
+
+NEW_TITLE = "New conversation"
+TITLE_MAX = 80
+
+
+FIRST = "first"  # the id of the conversation a browser with none starts: the same on every read
+
+
+def new_conversation(conversation_id: str | None = None) -> dict:
+    """An empty conversation with a fresh id."""
+    return {"id": conversation_id or uuid.uuid4().hex[:12], "title": NEW_TITLE,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "turns": []}
+
+
+def conversations(state: object) -> dict:
+    """The stored conversations, repaired: whatever the browser sent, one current conversation exists."""
+    items = []
+    if isinstance(state, dict) and isinstance(state.get("items"), list):
+        for c in state["items"]:
+            if isinstance(c, dict) and isinstance(c.get("id"), str) and isinstance(c.get("turns"), list):
+                turns = [t for t in c["turns"] if isinstance(t, dict) and t.get("role") in ("user", "assistant")]
+                items.append({**c, "title": str(c.get("title") or NEW_TITLE)[:TITLE_MAX], "turns": turns})
+    current = state.get("current") if isinstance(state, dict) else None
+    if not any(c["id"] == current for c in items):
+        if not items:  # the same id each time, so an answer finds the conversation it was asked in
+            items.append(new_conversation(FIRST))
+        current = items[0]["id"]
+    return {"current": current, "items": items}
+
+
+def current_conversation(state: dict) -> dict:
+    """The conversation being shown (``state`` comes from :func:`conversations`)."""
+    return next(c for c in state["items"] if c["id"] == state["current"])
+
+
+def conversation_choices(state: dict) -> list[tuple[str, str]]:
+    """(title, id) of every conversation for the list, with a turn count to tell same titles apart."""
+    return [(f"{c['title']} ({sum(t['role'] == 'user' for t in c['turns'])})", c["id"]) for c in state["items"]]
+
+
+def chat_messages_of(conversation: dict) -> list[dict]:
+    """What the Chatbot shows for a stored conversation."""
+    return [{"role": t["role"], "content": str(t.get("content") or "")} for t in conversation["turns"]]
+
+
+def add_turns(state: object, answered: dict) -> dict:
+    """The stored conversations with a finished question and answer added to the one it was asked in.
+
+    ``state`` is read when the answer is done, so a switch, rename or delete made while it
+    was coming stands; a conversation deleted meanwhile stays deleted (the answer is dropped).
+    """
+    state = conversations(state)
+    conv = next((c for c in state["items"] if c["id"] == answered.get("conversation")), None)
+    if conv is not None:
+        conv["turns"] += answered["turns"]
+        if conv["title"] == NEW_TITLE:
+            conv["title"] = title_from(str(answered["turns"][0].get("content") or ""))
+    return state
+
+
+def title_from(question: str) -> str:
+    """A conversation's default title: its first question, cut at a word."""
+    text = " ".join(question.split())
+    if len(text) <= 60:
+        return text or NEW_TITLE
+    return text[:60].rsplit(" ", 1)[0] + "…"
+
+
+def answer_turn(result: Answer, content: str) -> dict:
+    """An answer as stored: shown HTML, plus the text and citations the export is made from."""
+    text, citations = merge_citations(result)
+    if result.notice and result.mode != "extractive":
+        text += f"\n\n⚠️ {result.notice}"
+    return {"role": "assistant", "content": content, "text": text,
+            "citations": [{"doc_id": c.doc_id, "quote": c.quote, "start": c.start, "end": c.end, "page": c.page}
+                          for c in citations]}
+
+
+# what makes a link, emphasis, code or HTML; an underscore inside a word (file_name.txt) makes nothing
+_MD_ACTIVE = re.compile(r"([\\`*\[\]<>]|(?<!\w)_|_(?!\w))")
+
+
+def md_text(text: str) -> str:
+    """Text that Markdown shows as itself (a report's brackets or asterisks make no link or emphasis)."""
+    return _MD_ACTIVE.sub(r"\\\1", text)
+
+
+def conversation_markdown(conversation: dict) -> str:
+    """A stored conversation as Markdown: each answer's [n] becomes a footnote [^k] numbered through the
+    whole conversation, and each footnote holds the quote, document and location, as the copy button says it.
+    """
+    lines = [f"# {md_text(conversation.get('title') or NEW_TITLE)}", ""]
+    notes: list[str] = []
+    for turn in conversation.get("turns") or []:
+        if turn.get("role") == "user":
+            lines += [f"**Question:** {md_text(' '.join(str(turn.get('content') or '').split()))}", ""]
+            continue
+        cites = turn.get("citations") or []
+        text = turn.get("text")
+        if text is None:  # an answer stored before citations were kept: its shown text, no footnotes
+            text = plain_history([turn])[0]["content"]
+        first = len(notes)
+        for c in cites:
+            notes.append(source_text(str(c.get("doc_id")), str(c.get("quote") or ""), int(c.get("start") or 0),
+                                     int(c.get("end") or 0), c.get("page")))
+        parts = []
+        for part in _MARKER_SPLIT.split(str(text)):
+            n = int(part[1:-1]) if _MARKER_SPLIT.fullmatch(part) else 0
+            parts.append(f"[^{first + n}]" if 1 <= n <= len(cites) else md_text(part))
+        lines += ["**Answer:** " + "".join(parts).replace("\n", "  \n"), ""]
+    if notes:
+        lines += ["---", ""] + [f"[^{k}]: {md_text(note)}" for k, note in enumerate(notes, start=1)]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# ---------------------------------------------------------------- the report manager
+
+UPLOADS_LEDGER = ".qa-uploads.json"  # in the upload folder: the files this app put there, with their SHA-256
+_ledger_lock = threading.Lock()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_ledger(folder: Path) -> dict[str, str]:
+    try:
+        data = json.loads((folder / UPLOADS_LEDGER).read_text(encoding="utf-8"))
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_ledger(folder: Path, ledger: dict[str, str]) -> None:
+    partial = folder / f"{UPLOADS_LEDGER}.{uuid.uuid4().hex}"
+    partial.write_text(json.dumps(ledger, indent=1, sort_keys=True), encoding="utf-8")
+    os.replace(partial, folder / UPLOADS_LEDGER)
+
+
+def record_upload(path: Path, folder: Path) -> None:
+    """Note that the app wrote ``path`` into its upload folder (only such files may ever be deleted)."""
+    with _ledger_lock:
+        ledger = _read_ledger(folder)
+        ledger[path.name] = _sha256(path)
+        _write_ledger(folder, ledger)
+
+
+def is_app_upload(path: Path | None, folder: Path) -> bool:
+    """Whether ``path`` is a file this app uploaded into ``folder``, unchanged since: the only files it deletes.
+
+    A user's own file in that folder (a seed, a file copied there by hand, or an upload the user has
+    since overwritten) is not one.
+    """
+    if path is None or path.is_symlink() or not path.is_file() or path.parent.resolve() != folder.resolve():
+        return False
+    recorded = _read_ledger(folder).get(path.name)
+    return recorded is not None and recorded == _sha256(path)
+
+
+def delete_upload(path: Path, folder: Path) -> None:
+    """Delete an uploaded file and its ledger entry (callers check :func:`is_app_upload` first)."""
+    with _ledger_lock:
+        path.unlink(missing_ok=True)
+        ledger = _read_ledger(folder)
+        if ledger.pop(path.name, None) is not None:
+            _write_ledger(folder, ledger)
+
+
+def human_size(n: int) -> str:
+    """A byte count as people read it: 812 B, 14.2 KB, 3.1 MB."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"
+
+
+def documents_table(infos: Sequence[DocumentInfo], folder: Path, left_out: Sequence[str] = ()) -> str:
+    """The indexed reports as an HTML table (report text inert), with the ones removed but kept on disk.
+
+    "upload" here is the ledger's word (no file is hashed to draw the table); a removal checks the bytes.
+    """
+    uploads = set(_read_ledger(folder))
+    if not infos:
+        rows = '<tr><td colspan="7">No reports are indexed.</td></tr>'
+    else:
+        rows = ""
+        for d in infos:
+            name = d.doc_id.rsplit("/", 1)[-1]
+            kind = Path(name).suffix.lstrip(".").upper() or "?"
+            size = human_size(d.file.stat().st_size) if d.file is not None and d.file.exists() else \
+                f"{human_size(d.text_bytes)} text"
+            mine = d.file is not None and d.file.name in uploads and d.file.parent.resolve() == folder.resolve()
+            origin = "upload" if mine else "source folder" if d.file else "file gone"
+            when = d.indexed.replace("T", " ").replace("Z", " UTC") if d.indexed else "?"
+            title = " ".join(d.title.split()) or Path(name).stem
+            rows += (f'<tr data-doc="{html.escape(d.doc_id)}"><td>{inert(title)}</td><td>{inert(d.doc_id)}</td>'
+                     f'<td>{kind}</td><td>{d.pages or "–"}</td><td>{size}</td><td>{when}</td><td>{origin}</td></tr>')
+    table = ('<div class="qa-docs"><table><thead><tr><th>Report</th><th>File</th><th>Type</th><th>Pages</th>'
+             f'<th>Size</th><th>Indexed</th><th>Origin</th></tr></thead><tbody>{rows}</tbody></table></div>')
+    if left_out:
+        table += ('<p class="qa-left-out">Removed from the index, files kept: '
+                  + ", ".join(inert(d) for d in left_out) + ". Put back below, or upload the file again.</p>")
+    return table
+
+
+def scope_line(chosen: Sequence[str], total: int) -> str:
+    """What the next question searches, said above the input."""
+    if not chosen:
+        return f"Searching all {total} report{'s' if total != 1 else ''}."
+    names = ", ".join(chosen[:3]) + (f" and {len(chosen) - 3} more" if len(chosen) > 3 else "")
+    return f"Searching {len(chosen)} of {total} reports: {inert(names)}."
+
+
+def restricted(result: Answer, chosen: Sequence[str]) -> Answer:
+    """An abstention under a restriction says the chosen reports do not answer, not that no report does."""
+    if not chosen or not result.abstained:
+        return result
+    which, them = ("the chosen report", "it") if len(chosen) == 1 else (f"the {len(chosen)} chosen reports", "them")
+    return dataclasses.replace(result, text=f"{NOT_FOUND_PREFIX}: nothing in {which} ({', '.join(chosen)}) answers "
+                                            f"this question. Untick {them} under Documents to search every report.")
+
+
+def removal_plan(info: DocumentInfo | None, folder: Path) -> str:
+    """What removing a report will do, said before it is done."""
+    if info is None:
+        return "That report is no longer in the index."
+    name = inert(info.doc_id)
+    if is_app_upload(info.file, folder):
+        return (f"Delete **{name}**? It leaves the index and its uploaded copy is deleted from the app's upload "
+                "folder. This cannot be undone.")
+    if info.file is None:
+        return f"Remove **{name}** from the index? Its file is already gone."
+    return (f"Remove **{name}** from the index? It was not uploaded here: its file "
+            f"({inert(str(info.file))}) is the owner's and stays where it is. The report is left out of every "
+            "re-index of this index until it is put back.")
+
+
+def remove_report(doc_id: str, index: Path | None, settings: Settings,
+                  progress: Callable[[str, int, int], None] | None = None) -> str:
+    """Remove one report: delete the app's own upload, or leave a user's file in place and exclude it; re-index."""
+    folder, sources = upload_target(index, settings)
+    info = next((d for d in document_list(index, settings) if d.doc_id == doc_id), None)
+    if info is None:
+        return f"{inert(doc_id)} is no longer in the index."
+    if is_app_upload(info.file, folder):
+        delete_upload(info.file, folder)  # type: ignore[arg-type]
+        how = "its uploaded copy was deleted"
+    else:
+        remove_from_index([doc_id], index=index, settings=settings)
+        how = "its file was kept" if info.file else "its file was already gone"
+    report, _ = index_paths(sources, index=index or settings.index, settings=settings, progress=progress)
+    gone = sorted(set(report.removed) | set(report.excluded) & {doc_id})
+    return f"Removed {inert(', '.join(gone) or doc_id)} from the index; {how}."
+
+
+def restore_report(doc_id: str, index: Path | None, settings: Settings,
+                   progress: Callable[[str, int, int], None] | None = None) -> str:
+    """Put a report removed from the index (its file kept) back in, and re-index."""
+    _, sources = upload_target(index, settings)
+    remove_from_index([doc_id], index=index, settings=settings, restore=True)
+    report, _ = index_paths(sources, index=index or settings.index, settings=settings, progress=progress)
+    if doc_id not in report.added:
+        return f"{inert(doc_id)} is no longer removed, but its file was not found to index again."
+    return f"Put {inert(doc_id)} back in the index."
+
+
+def browser_secret(index: Path | None, settings: Settings) -> str | None:
+    """The key the browser's stored conversations are encrypted with, kept beside the index so a server
+    restart can still read them (Gradio's default is a new key per start). None: a key per start."""
+    path = Path(index or settings.index) / ".ui-secret"
+    try:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(uuid.uuid4().hex + uuid.uuid4().hex)
+        return path.read_text().strip() or None
+    except FileExistsError:
+        return path.read_text().strip() or None
+    except OSError as exc:
+        log.warning("conversations will not survive a server restart: %s", exc)
+        return None
+
+
+DOWNLOAD_MARKDOWN = r"""(md) => {
+  if (!md) return;
+  const head = (md.match(/^# (.*)$/m) || [null, "conversation"])[1].replace(/\\(.)/g, "$1");
+  const name = head.replace(/[^\w\- ]+/g, "").trim().replace(/\s+/g, "-").slice(0, 60) || "conversation";
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(new Blob([md], {type: "text/markdown;charset=utf-8"}));
+  a.download = name + ".md";
+  document.body.appendChild(a);
+  a.click();
+  setTimeout(() => { URL.revokeObjectURL(a.href); a.remove(); }, 2000);
+}"""
+
+
 def build_app(settings: Settings, index: Path | None = None):
     """The Gradio Blocks app over :func:`qa.answer`; ``index`` None means the default index."""
     import gradio as gr
@@ -257,59 +584,107 @@ def build_app(settings: Settings, index: Path | None = None):
             log.warning("no documents: %s", exc)
             return []
 
-    def respond(question, history, k, doc_filter, mode):
-        history = list(history or [])
+    def library(chosen: Sequence[str] | None) -> tuple:
+        """The restriction list, the reports table, the remove choice and the scope line, read from the index now."""
+        try:
+            infos, left_out = document_list(index, settings), excluded_documents(index, settings)
+            table = documents_table(infos, Path(settings.corpus).resolve(), left_out)
+        except (IndexProblem, OSError) as exc:
+            log.warning("no documents: %s", exc)
+            infos, left_out, table = [], [], f"<p>⚠️ Could not read the index: {inert(str(exc))}</p>"
+        choices = [(document_label(d.doc_id, d.title), d.doc_id) for d in infos]
+        ids = {d.doc_id for d in infos}
+        kept = [d for d in (chosen or []) if d in ids]
+        return (gr.update(choices=choices, value=kept), table, gr.update(choices=choices, value=None),
+                scope_line(kept, len(infos)), gr.update(visible=bool(left_out)),
+                gr.update(choices=left_out, value=None))
+
+    def listing(state: dict) -> tuple:
+        """The conversation list and the current title, for a state from :func:`conversations`."""
+        conv = current_conversation(state)
+        return gr.update(choices=conversation_choices(state), value=conv["id"]), conv["title"]
+
+    def respond(question, history, state, k, doc_filter, mode):
+        """Stream the answer into the chat; the finished turn goes to ``answered`` for :func:`keep_turn`.
+
+        The chat as shown is the history: the previous answer may not be in the stored state yet.
+        """
+        conv = current_conversation(conversations(state))
+        shown = list(history or [])
         if not (question or "").strip():
             gr.Warning("Type a question first.")
-            yield history, "", history
+            yield shown, gr.skip(), None
             return
-        history.append({"role": "user", "content": question})
+        chosen_docs = list(doc_filter or [])
+        asked = shown + [{"role": "user", "content": question}]
         chosen = settings if mode != "extractive" else dataclasses.replace(settings, llm="none")
         try:
             result = None
-            for result in answer_stream(question, plain_history(history[:-1]), index=index, settings=chosen,
-                                        doc_ids=doc_filter or None, top_k=passages(k)):
+            for result in answer_stream(question, plain_history(shown), index=index, settings=chosen,
+                                        doc_ids=chosen_docs or None, top_k=passages(k)):
                 if isinstance(result, str):
                     draft = inert(result) + "\n\n<small><i>checking citations…</i></small>"
-                    yield history + [{"role": "assistant", "content": draft}], "", history
+                    yield asked + [{"role": "assistant", "content": draft}], "", None
             assert isinstance(result, Answer)
-            final = render_answer(result, uuid.uuid4().hex[:8])
+            result = restricted(result, chosen_docs)
+            turn = answer_turn(result, render_answer(result, uuid.uuid4().hex[:8]))
             if chosen.llm == "none":
                 words = result.text.split(" ")
                 for i in range(0, len(words), 6):
-                    yield (history + [{"role": "assistant", "content": inert(" ".join(words[:i + 6]))}],
-                           "", history)
+                    yield asked + [{"role": "assistant", "content": inert(" ".join(words[:i + 6]))}], "", None
         except ValueError as exc:
-            final = f"⚠️ {html.escape(str(exc))}"
+            turn = {"role": "assistant", "content": f"⚠️ {html.escape(str(exc))}", "text": f"⚠️ {exc}"}
         except Exception as exc:  # never a traceback in the chat
             log.exception("answer failed")
-            final = f"⚠️ Could not answer: {html.escape(type(exc).__name__)}: {html.escape(str(exc))}"
-        history.append({"role": "assistant", "content": final})
-        yield history, "", history
+            why = f"{type(exc).__name__}: {exc}"
+            turn = {"role": "assistant", "content": f"⚠️ Could not answer: {html.escape(why)}",
+                    "text": f"⚠️ Could not answer: {why}"}
+        yield asked + [turn], "", {"conversation": conv["id"], "turns": [{"role": "user", "content": question}, turn]}
 
-    def add_files(files, progress=gr.Progress()):
+    def keep_turn(state, answered):
+        """Store a finished question and answer in the conversation it was asked in, read from the browser
+        as it is now: a conversation switched to, renamed or deleted meanwhile stays so."""
+        if not answered:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        state = add_turns(state, answered)
+        shown = gr.skip() if answered["conversation"] == state["current"] else \
+            chat_messages_of(current_conversation(state))  # the chat shows the answer already
+        return state, shown, *listing(state)
+
+    def add_files(files, chosen, progress=gr.Progress()):
         if not files:
-            return "No file chosen.", gr.update()
-        stored, rejected, notes = [], [], []
-        folder, sources = upload_target(index, settings)
+            return "No file chosen.", *library(chosen)
+        stored, rejected, notes, restored = [], [], [], []
+        try:
+            folder, sources = upload_target(index, settings)
+            left_out = set(excluded_documents(index, settings))
+        except (IndexProblem, OSError) as exc:
+            return f"⚠️ Cannot add reports: {html.escape(str(exc))}", *library(chosen)
         for f in files:
             path = Path(getattr(f, "name", f))
             try:
                 kept = store_upload(path, folder, settings.upload_max_bytes)
+                if kept.status != "identical":
+                    record_upload(kept.path, folder)
             except (LoadError, OSError) as exc:
                 rejected.append(str(exc))
                 continue
             finally:
                 path.unlink(missing_ok=True)  # Gradio's temporary copy: the corpus has its own now
-            if kept.status == "identical":
+            doc_id = kept.path.relative_to(folder).as_posix()
+            if doc_id in left_out:  # uploading a removed report again brings it back
+                restored.append(doc_id)
+            elif kept.status == "identical":
                 notes.append(f"{path.name} was already indexed (as {kept.path.name}), nothing to add")
-            else:
+            if kept.status != "identical" or doc_id in left_out:
                 stored.append(kept.path.name)
             if kept.status == "renamed":
                 notes.append(f"a different {path.name} already exists, so this one was saved as {kept.path.name}")
         message = ""
         if stored:
             try:
+                if restored:
+                    remove_from_index(restored, index=index, settings=settings, restore=True)
                 report, _ = index_paths(sources, index=index or settings.index, settings=settings,
                                         progress=lambda stage, done, total: progress(
                                             done / max(total, 1), desc=progress_label(stage, done, total)))
@@ -321,21 +696,117 @@ def build_app(settings: Settings, index: Path | None = None):
             message += (" " if message else "") + "; ".join(notes) + "."
         if rejected:
             message += (" " if message else "") + "Rejected: " + "; ".join(rejected)
-        return message, gr.update(choices=documents())
+        return message, *library(chosen)
 
+    def ask_remove(doc_id):
+        if not doc_id:
+            return gr.update(visible=False), "", "", "Choose a report to remove first."
+        try:
+            info = next((d for d in document_list(index, settings) if d.doc_id == doc_id), None)
+        except (IndexProblem, OSError) as exc:
+            return gr.update(visible=False), "", "", f"⚠️ Could not read the index: {inert(str(exc))}"
+        return gr.update(visible=info is not None), removal_plan(info, Path(settings.corpus).resolve()), \
+            doc_id if info is not None else "", "" if info is not None else removal_plan(None, Path("."))
+
+    def confirm_remove(doc_id, chosen, progress=gr.Progress()):
+        if not doc_id:
+            return gr.update(visible=False), "", "Nothing to remove.", *library(chosen)
+        try:
+            message = remove_report(doc_id, index, settings, lambda stage, done, total: progress(
+                done / max(total, 1), desc=progress_label(stage, done, total)))
+        except Exception as exc:  # shown, never a traceback
+            log.exception("removing %s failed", doc_id)
+            message = f"⚠️ Could not remove {inert(doc_id)}: {html.escape(str(exc))}"
+        return gr.update(visible=False), "", message, *library(chosen)
+
+    def put_back(doc_id, chosen, progress=gr.Progress()):
+        if not doc_id:
+            return "Choose a removed report first.", *library(chosen)
+        try:
+            message = restore_report(doc_id, index, settings, lambda stage, done, total: progress(
+                done / max(total, 1), desc=progress_label(stage, done, total)))
+        except Exception as exc:  # shown, never a traceback
+            log.exception("restoring %s failed", doc_id)
+            message = f"⚠️ Could not put {inert(doc_id)} back: {html.escape(str(exc))}"
+        return message, *library(chosen)
+
+    def export_current(state):
+        conv = current_conversation(conversations(state))
+        if not conv["turns"]:
+            gr.Warning("Nothing to export yet: ask a question first.")
+            return ""
+        return conversation_markdown(conv)
+
+    def start_new(state):
+        state = conversations(state)
+        if current_conversation(state)["turns"]:  # an empty conversation is reused, not piled up
+            fresh = new_conversation()
+            state["items"].insert(0, fresh)
+            state["current"] = fresh["id"]
+        return state, [], *listing(state), ""
+
+    def switch(choice, state):
+        state = conversations(state)
+        if any(c["id"] == choice for c in state["items"]):
+            state["current"] = choice
+        return state, chat_messages_of(current_conversation(state)), *listing(state)
+
+    def rename(title, state):
+        state = conversations(state)
+        title = " ".join(str(title or "").split())[:TITLE_MAX]
+        if not title:
+            gr.Warning("Type a title first.")
+        else:
+            current_conversation(state)["title"] = title
+        return state, *listing(state)
+
+    def delete_current(state):
+        state = conversations(state)
+        state["items"] = [c for c in state["items"] if c["id"] != state["current"]]
+        state = conversations(state)  # the next one, or a new empty one
+        return state, chat_messages_of(current_conversation(state)), *listing(state)
+
+    def clear_current(state):
+        state = conversations(state)
+        current_conversation(state)["turns"] = []
+        return state, *listing(state)
+
+    def show_conversations(state):
+        """Quick and writing nothing: a question asked while the page loads is neither hidden nor lost."""
+        state = conversations(state)
+        shown = chat_messages_of(current_conversation(state))
+        return shown or gr.skip(), *listing(state)  # an empty chat is what the page shows already
+
+    def restrict(chosen):
+        return list(chosen or []), scope_line(list(chosen or []), len(documents()))
+
+    secret = browser_secret(index, settings)
     # delete_cache: Gradio's temporary upload copies older than an hour go, and all of them at shutdown.
     with gr.Blocks(title="Report QA", delete_cache=(3600, 3600)) as app:
-        saved = gr.BrowserState([], storage_key="qa-chat-v1")
+        convs = gr.BrowserState({}, storage_key="qa-conversations-v1", secret=secret)
+        scope_saved = gr.BrowserState([], storage_key="qa-scope-v1", secret=secret)
+        # Hidden components, not gr.State: a gr.State makes every client hold a heartbeat connection,
+        # which keeps the server from finishing its shutdown (and deleting temporary uploads) in time.
+        pending = gr.Textbox(visible=False)  # the report a confirmation is about
+        answered = gr.JSON(visible=False)  # the last finished question and answer, until stored
         gr.Markdown("## Ask the reports\nEvery claim cites the sentence it comes from; click a marker to see it.")
         with gr.Row():
             with gr.Column(scale=3):
                 chatbot = gr.Chatbot(label="Chat", height=560, elem_id="chat", autoscroll=False)
+                scope = gr.Markdown(elem_id="scope")
                 question = gr.Textbox(placeholder="Ask a question about the reports…", show_label=False,
                                       elem_id="question", max_length=settings.max_question_chars * 10)
                 with gr.Row():
                     ask = gr.Button("Ask", variant="primary", elem_id="ask")
                     new = gr.Button("New conversation", elem_id="new-conversation")
-            with gr.Column(scale=1):
+            with gr.Column(scale=1, min_width=300):
+                conv_list = gr.Radio([], label="Conversations", elem_id="conversations")
+                title = gr.Textbox(label="Title of this conversation", max_lines=1, elem_id="conv-title")
+                with gr.Row():
+                    rename_btn = gr.Button("Rename", size="sm", elem_id="rename")
+                    export = gr.Button("Export Markdown", size="sm", elem_id="export")
+                    delete_conv = gr.Button("Delete", size="sm", variant="stop", elem_id="delete-conversation")
+                exported = gr.Textbox(visible=False, elem_id="export-md")
                 k = gr.Slider(1, MAX_PASSAGES, value=passages(settings.top_k), step=1, label="Passages to retrieve")
                 modes = ["extractive"] + ([f"LLM ({settings.llm})"] if settings.llm != "none" else [])
                 mode = gr.Radio(modes, value=modes[-1], label="Answer mode", interactive=len(modes) > 1,
@@ -345,14 +816,43 @@ def build_app(settings: Settings, index: Path | None = None):
                 upload = gr.File(label=f"Add reports ({' '.join(UPLOAD_SUFFIXES)})", file_count="multiple",
                                  file_types=UPLOAD_SUFFIXES, elem_id="upload")
                 status = gr.Markdown(elem_id="upload-status")
+        with gr.Accordion("Reports in the index", open=True, elem_id="reports"):
+            table = gr.HTML(elem_id="doc-table")
+            with gr.Row():
+                remove_choice = gr.Dropdown([], value=None, label="Report to remove", elem_id="remove-choice", scale=3)
+                remove = gr.Button("Remove…", variant="stop", elem_id="remove", scale=1)
+            with gr.Group(visible=False, elem_id="remove-confirm") as confirm:
+                plan = gr.Markdown(elem_id="remove-plan")
+                with gr.Row():
+                    yes = gr.Button("Yes, remove", variant="stop", elem_id="remove-yes")
+                    no = gr.Button("Cancel", elem_id="remove-no")
+            with gr.Row(visible=False, elem_id="restore-row") as restore_row:
+                restore_choice = gr.Dropdown([], value=None, label="Removed reports (files kept)",
+                                             elem_id="restore-choice", scale=3)
+                restore = gr.Button("Put back", elem_id="restore", scale=1)
+            removed = gr.Markdown(elem_id="remove-status")
 
+        shelf = [doc_filter, table, remove_choice, scope, restore_row, restore_choice]
         for trigger in (question.submit, ask.click):
-            trigger(respond, [question, chatbot, k, doc_filter, mode], [chatbot, question, saved], api_name=False
-                    ).then(None, None, None, js=SCROLL_TO_ANSWER)  # the answer's start in view, not its last source
-        new.click(lambda: ([], [], ""), None, [chatbot, saved, question], api_name=False)
-        chatbot.clear(lambda: [], None, [saved], api_name=False)  # the trash icon forgets the stored chat too
-        upload.upload(add_files, [upload], [status, doc_filter], api_name=False)
-        app.load(lambda s: (s or [], gr.update(choices=documents())), [saved], [chatbot, doc_filter], api_name=False)
+            trigger(respond, [question, chatbot, convs, k, doc_filter, mode], [chatbot, question, answered], api_name=False
+                    ).then(keep_turn, [convs, answered], [convs, chatbot, conv_list, title], api_name=False
+                           ).then(None, None, None, js=SCROLL_TO_ANSWER)  # the answer's start, not its last source
+        new.click(start_new, [convs], [convs, chatbot, conv_list, title, question], api_name=False)
+        conv_list.input(switch, [conv_list, convs], [convs, chatbot, conv_list, title], api_name=False)
+        for trigger in (rename_btn.click, title.submit):
+            trigger(rename, [title, convs], [convs, conv_list, title], api_name=False)
+        delete_conv.click(delete_current, [convs], [convs, chatbot, conv_list, title], api_name=False)
+        chatbot.clear(clear_current, [convs], [convs, conv_list, title], api_name=False)  # the trash icon forgets it too
+        export.click(export_current, [convs], [exported], api_name=False).then(None, [exported], None,
+                                                                               js=DOWNLOAD_MARKDOWN)
+        doc_filter.change(restrict, [doc_filter], [scope_saved, scope], api_name=False)
+        upload.upload(add_files, [upload, doc_filter], [status, *shelf], api_name=False)
+        remove.click(ask_remove, [remove_choice], [confirm, plan, pending, removed], api_name=False)
+        no.click(lambda: (gr.update(visible=False), ""), None, [confirm, pending], api_name=False)
+        restore.click(put_back, [restore_choice, doc_filter], [removed, *shelf], api_name=False)
+        yes.click(confirm_remove, [pending, doc_filter], [confirm, pending, removed, *shelf], api_name=False)
+        app.load(show_conversations, [convs], [chatbot, conv_list, title], api_name=False)
+        app.load(library, [scope_saved], shelf, api_name=False)  # reads the index: apart, so the chat is not kept waiting
 
         def chat(question: str) -> str:
             """Answer one question; the text keeps its [n] markers."""

@@ -23,14 +23,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(tmp_path_factory, extra_env=None):
-    base = tmp_path_factory.mktemp("ui")
+def start_server(tmp_path_factory, extra_env=None, base=None, port=None):
+    """A ``qa chat`` process; given ``base`` and ``port`` of a stopped one, the same server started again."""
+    base = base or tmp_path_factory.mktemp("ui")
     corpus = base / "corpus"
-    shutil.copytree(ROOT / "seeds", corpus)
-    port = free_port()
+    if not corpus.exists():
+        shutil.copytree(ROOT / "seeds", corpus)
+    port = port or free_port()
     env = {**os.environ, "QA_CORPUS": str(corpus), "QA_INDEX": str(base / "index"),
            "GRADIO_TEMP_DIR": str(base / "gradio"), **(extra_env or {})}
-    log = open(base / "server.log", "w")
+    log = open(base / "server.log", "a")
     proc = subprocess.Popen([sys.executable, "-m", "qa.cli", "chat", "--port", str(port)], cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
@@ -45,7 +47,7 @@ def start_server(tmp_path_factory, extra_env=None):
     else:
         proc.kill()
         pytest.fail("server did not start: " + (base / "server.log").read_text())
-    return proc, {"url": url, "corpus": corpus}
+    return proc, {"url": url, "corpus": corpus, "base": base, "port": port}
 
 
 @pytest.fixture(scope="module")
@@ -457,4 +459,268 @@ def test_browser_long_answer_starts_in_view(server, tmp_path):
             return [r.top, r.height, document.querySelector('#chat [role=log]').getBoundingClientRect().toJSON()]; }""")
         assert height > box["height"], (height, box)
         assert box["top"] - 5 <= answer_top <= box["top"] + 120, (answer_top, box)
+        browser.close()
+
+
+# ---------------------------------------------------------------- the workbench: conversations and reports
+
+WESTERN = "Which country was Shamkhani most likely referring to as the “Western country”?"
+SEED_A, SEED_B = "000_e8572f977ee04a7c.txt", "002_476c018fafa87246.txt"
+
+
+def answers(page) -> int:
+    return page.locator("#chat .message").count()
+
+
+def ask_any(page, question):
+    """Ask and wait for the whole answer, cited or not (an abstention has no Sources)."""
+    before = answers(page)
+    page.locator("#question textarea").fill(question)
+    page.locator("#ask").click()
+    page.wait_for_function(f"document.querySelectorAll('#chat .message').length >= {before + 2}", timeout=60_000)
+    page.wait_for_function("!document.querySelector('#chat')?.innerText.includes('checking citations')",
+                           timeout=60_000)
+    page.wait_for_timeout(1500)  # the streamed words end, the browser state is written
+
+
+def conversation_titles(page) -> list[str]:
+    return [t.strip() for t in page.locator("#conversations label").all_inner_texts()]
+
+
+def wait_text(page, selector, text, timeout=30_000):
+    page.wait_for_function("([s, t]) => document.querySelector(s)?.innerText.includes(t)", arg=[selector, text],
+                           timeout=timeout)
+
+
+def doc_rows(page) -> list[str]:
+    return page.locator("#doc-table tr[data-doc]").evaluate_all("rows => rows.map(r => r.dataset.doc)")
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is installed by .ci/run")
+def test_browser_conversations_restriction_and_export_survive_reload_and_restart(tmp_path_factory):
+    """Item 2 (restriction shown and kept) and item 3 (conversation list, rename, delete, export) end to end."""
+    from playwright.sync_api import sync_playwright
+
+    proc, info = start_server(tmp_path_factory)
+    try:
+        with sync_playwright() as p:
+            browser = launch(p)
+            context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True,
+                                          permissions=["clipboard-read", "clipboard-write"])
+            page = context.new_page()
+            page.goto(info["url"])
+            wait_text(page, "#scope", "Searching all 2 reports")
+            ask(page, QUESTION)
+            page.wait_for_timeout(1500)
+            assert any(QUESTION in t for t in conversation_titles(page)), conversation_titles(page)
+            quote = page.locator(".qa-source mark").first.inner_text()
+
+            # export: numbered footnotes holding the quote, the document and where; as "copy" says it
+            with page.expect_download() as download:
+                page.locator("#export").click()
+            md = Path(download.value.path()).read_text(encoding="utf-8")
+            assert download.value.suggested_filename.endswith(".md")
+            assert md.startswith(f"# {QUESTION}") and f"**Question:** {QUESTION}" in md
+            assert "Ahmed al-Asadi" in md and re.search(r"^\*\*Answer:\*\*.*\[\^1\]", md, re.M), md
+            footnote = re.search(r"^\[\^1\]: (.*)$", md, re.M).group(1)
+            assert quote in footnote and SEED_A in footnote and re.search(r"chars \d+–\d+$", footnote), footnote
+            page.locator("#chat .message").last.hover()
+            page.locator("#chat button[aria-label='Copy message']").last.click()
+            page.wait_for_timeout(500)
+            assert "[1] " + footnote in page.evaluate("navigator.clipboard.readText()")
+
+            # a second conversation, renamed; a restriction to one report
+            page.locator("#new-conversation").click()
+            page.wait_for_function("document.querySelectorAll('#chat .message').length === 0", timeout=10_000)
+            ask(page, WESTERN)
+            page.locator("#conv-title input").fill("Shamkhani notes")
+            page.locator("#rename").click()
+            wait_text(page, "#conversations", "Shamkhani notes", 10_000)
+            page.locator("#documents").get_by_label(SEED_B).check()
+            wait_text(page, "#scope", "Searching 1 of 2 reports", 10_000)
+            scope_box, input_box = page.locator("#scope").bounding_box(), page.locator("#question").bounding_box()
+            assert scope_box["y"] + scope_box["height"] <= input_box["y"] + 1, "the restriction is said above the input"
+            page.wait_for_timeout(1500)
+
+            page.reload()
+            wait_text(page, "#conversations", "Shamkhani notes")
+            titles = conversation_titles(page)
+            assert len(titles) == 2 and any(QUESTION in t for t in titles), titles
+            page.wait_for_selector(".qa-sources", timeout=30_000)
+            assert "France" in page.locator(".qa-sources").last.inner_text(), "the current conversation is shown"
+            wait_text(page, "#scope", "Searching 1 of 2 reports")
+            assert page.locator("#documents").get_by_label(SEED_B).is_checked()
+            assert not page.locator("#documents").get_by_label(SEED_A).is_checked()
+
+            # restricted to a report that cannot answer: it says so, and cites nothing
+            ask_any(page, QUESTION)
+            last = page.locator("#chat .message").last.inner_text()
+            assert last.startswith("The reports do not say") and SEED_B in last, last
+            assert page.locator(".qa-sources").count() == 1
+
+            # switch back to the first conversation, then delete it
+            page.locator("#conversations").get_by_label(re.compile("Who will be the spokesperson")).check()
+            page.wait_for_function("document.querySelector('#chat')?.innerText.includes('Ahmed al-Asadi')",
+                                   timeout=10_000)
+            assert "Shamkhani" not in page.locator("#chat").inner_text()
+            page.locator("#delete-conversation").click()
+            page.wait_for_function("document.querySelectorAll('#conversations label').length === 1", timeout=10_000)
+            assert "Shamkhani notes" in conversation_titles(page)[0]
+            page.wait_for_timeout(1500)
+            page.reload()
+            wait_text(page, "#conversations", "Shamkhani notes")
+            assert len(conversation_titles(page)) == 1, "a deleted conversation stays deleted"
+
+            # a server restart (same address, same index folder) keeps the conversations and the restriction
+            proc.terminate()
+            proc.wait(timeout=30)
+            proc, info = start_server(tmp_path_factory, base=info["base"], port=info["port"])
+            page.reload()
+            wait_text(page, "#conversations", "Shamkhani notes")
+            page.wait_for_selector(".qa-sources", timeout=30_000)
+            assert "France" in page.locator(".qa-sources").last.inner_text()
+            wait_text(page, "#scope", "Searching 1 of 2 reports")
+            page.screenshot(path=str(ARTIFACTS / "ui-workbench.png"), full_page=True)
+
+            # the trash icon clears the conversation for good
+            page.locator("#chat button[aria-label='Clear']").first.click()
+            page.wait_for_function("document.querySelectorAll('#chat .message').length === 0", timeout=10_000)
+            page.wait_for_timeout(1500)
+            page.reload()
+            wait_text(page, "#conversations", "Shamkhani notes (0)")
+            assert answers(page) == 0
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def choose(page, dropdown, label):
+    """Pick an option of a Gradio dropdown (it selects on mousedown; its list may open below the viewport)."""
+    page.locator(f"{dropdown} input").click()
+    page.get_by_role("option", name=label, exact=True).dispatch_event("mousedown")
+    page.wait_for_function("([s, v]) => document.querySelector(s).value === v", arg=[f"{dropdown} input", label],
+                           timeout=10_000)
+
+
+def pick_to_remove(page, label):
+    choose(page, "#remove-choice", label)
+    page.locator("#remove").click()
+    page.wait_for_selector("#remove-confirm", state="visible", timeout=10_000)
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is installed by .ci/run")
+def test_browser_remove_reports_uploaded_and_from_the_source_folder(tmp_path_factory, tmp_path):
+    """Item 2: an upload is deleted with its file; a user's own report leaves the index, its file kept, for good."""
+    from playwright.sync_api import sync_playwright
+
+    proc, info = start_server(tmp_path_factory)
+    corpus = info["corpus"]
+    try:
+        with sync_playwright() as p:
+            browser = launch(p)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(info["url"])
+            page.wait_for_function("document.querySelectorAll('#doc-table tr[data-doc]').length === 2", timeout=30_000)
+            row = page.locator(f'#doc-table tr[data-doc="{SEED_A}"]').inner_text()
+            assert "TXT" in row and "KB" in row and "UTC" in row and "source folder" in row, row
+            note = tmp_path / "harbour.txt"
+            note.write_text("# Umm Qasr harbour\n\nThe Umm Qasr harbour reopened to grain ships on Tuesday.\n",
+                            encoding="utf-8")
+            page.locator("#upload input[type=file]").set_input_files([str(note)])
+            wait_text(page, "#upload-status", "Added", 120_000)
+            page.wait_for_function("document.querySelectorAll('#doc-table tr[data-doc]').length === 3", timeout=10_000)
+            row = page.locator('#doc-table tr[data-doc="harbour.txt"]').inner_text()
+            assert "Umm Qasr harbour" in row and "upload" in row and "MD" not in row, row
+            ask(page, "When did the Umm Qasr harbour reopen?")
+            assert "harbour.txt" in page.locator(".qa-sources").last.text_content()
+
+            # the confirmation step: cancelling changes nothing
+            pick_to_remove(page, "Umm Qasr harbour (harbour.txt)")
+            assert "uploaded copy is deleted" in page.locator("#remove-plan").inner_text()
+            page.locator("#remove-no").click()
+            page.wait_for_selector("#remove-confirm", state="hidden", timeout=10_000)
+            assert (corpus / "harbour.txt").exists() and "harbour.txt" in doc_rows(page)
+
+            pick_to_remove(page, "Umm Qasr harbour (harbour.txt)")
+            page.locator("#remove-yes").click()
+            wait_text(page, "#remove-status", "Removed harbour.txt", 120_000)
+            assert doc_rows(page) == [SEED_A, SEED_B]
+            assert "harbour" not in page.locator("#documents").inner_text()
+            assert not (corpus / "harbour.txt").exists(), "the app's own upload is deleted"
+            ask_any(page, "When did the Umm Qasr harbour reopen?")
+            assert "harbour.txt" not in page.locator("#chat .message").last.text_content()
+
+            # a report that was not uploaded: explained, left out of the index, its file kept
+            pick_to_remove(page, SEED_A)
+            plan = page.locator("#remove-plan").inner_text()
+            assert "stays where it is" in plan and "not uploaded" in plan, plan
+            page.locator("#remove-yes").click()
+            wait_text(page, "#remove-status", f"Removed {SEED_A}", 120_000)
+            assert doc_rows(page) == [SEED_B]
+            assert (corpus / SEED_A).exists(), "a user's own file is never deleted"
+            assert SEED_A in page.locator("#doc-table .qa-left-out").inner_text()
+            wait_text(page, "#scope", "Searching all 1 report")
+            ask_any(page, QUESTION)
+            assert SEED_A not in page.locator("#chat .message").last.text_content()
+
+            # it stays out through a server restart, whose start re-reads the corpus folder
+            proc.terminate()
+            proc.wait(timeout=30)
+            proc, info = start_server(tmp_path_factory, base=info["base"], port=info["port"])
+            page.reload()
+            page.wait_for_function("document.querySelectorAll('#doc-table tr[data-doc]').length >= 1", timeout=30_000)
+            page.wait_for_timeout(1000)
+            assert doc_rows(page) == [SEED_B]
+
+            # "Put back" brings it back; removed again, so does uploading the file again
+            choose(page, "#restore-choice", SEED_A)
+            page.locator("#restore").click()
+            wait_text(page, "#remove-status", f"Put {SEED_A} back", 120_000)
+            assert doc_rows(page) == [SEED_A, SEED_B] and page.locator("#restore-row").is_hidden()
+            ask(page, QUESTION)
+            assert SEED_A in page.locator(".qa-sources").last.text_content()
+            pick_to_remove(page, SEED_A)
+            page.locator("#remove-yes").click()
+            page.wait_for_function("document.querySelectorAll('#doc-table tr[data-doc]').length === 1",
+                                   timeout=120_000)
+            page.locator("#upload input[type=file]").set_input_files([str(ROOT / "seeds" / SEED_A)])
+            wait_text(page, "#upload-status", "Added", 120_000)
+            page.wait_for_function("document.querySelectorAll('#doc-table tr[data-doc]').length === 2", timeout=10_000)
+            assert page.locator("#doc-table .qa-left-out").count() == 0
+            assert sorted(p.name for p in corpus.iterdir() if not p.name.startswith(".")) == [SEED_A, SEED_B]
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is installed by .ci/run")
+def test_browser_workbench_fits_a_phone(server):
+    """At 390x844 nothing runs off the page: the reports table scrolls inside itself, the scope sits above the input."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+        page.goto(server["url"])
+        page.wait_for_function("document.querySelectorAll('#doc-table tr[data-doc]').length >= 2", timeout=30_000)
+        ask(page, QUESTION)
+        page.wait_for_timeout(1500)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390, "no sideways scrolling of the page"
+        for sel in ("#conversations", "#export", "#documents", "#doc-table", "#remove", "#scope"):
+            box = page.locator(sel).bounding_box()
+            assert box and box["x"] >= 0 and box["x"] + box["width"] <= 391, (sel, box)
+        scope_box, input_box = page.locator("#scope").bounding_box(), page.locator("#question").bounding_box()
+        assert scope_box["y"] + scope_box["height"] <= input_box["y"] + 1
+        inner, shown, overflow = page.locator("#doc-table .qa-docs").evaluate(
+            "d => [d.scrollWidth, d.clientWidth, getComputedStyle(d).overflowX]")
+        assert inner > shown and overflow == "auto", "the table is wider than a phone and scrolls inside its box"
+        page.locator("#conv-title input").fill("On the phone")
+        page.locator("#rename").click()
+        wait_text(page, "#conversations", "On the phone", 10_000)
+        page.wait_for_timeout(1500)
+        page.reload()
+        wait_text(page, "#conversations", "On the phone")
+        page.screenshot(path=str(ARTIFACTS / "ui-phone.png"), full_page=True)
         browser.close()

@@ -40,6 +40,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import json
+import os
 import shutil
 import threading
 import time
@@ -68,14 +70,16 @@ __all__ = [
     "Bm25Search", "BuildReport", "DenseSearch", "DocumentStore", "FaissSearch", "Index", "IndexCorrupt",
     "IndexMismatch", "IndexNotFound", "IndexProblem", "IndexWriteError", "KeywordSearch", "MilvusSearch",
     "PassageStore", "StoreUnavailable", "fixed_params", "parse_store", "store_target",
-    "Prepared", "build_index", "check_compatible", "check_index", "file_digest", "index_lock", "kind_for", "load_index",
-    "read_manifest", "save_index", "table_problem", "terms", "update_index", "verify_files",
+    "Prepared", "build_index", "check_compatible", "check_index", "excluded_ids", "exclude_documents", "file_digest",
+    "index_lock", "kind_for", "load_index", "read_manifest", "save_index", "table_problem", "terms", "update_index",
+    "verify_files",
 ]
 
 FORMAT_VERSION = 4
 READABLE_FORMATS = (4,)  # 3 added checksums; 4 stable passage ids and id-keyed FAISS and BM25
 EAGER_VERIFY_MAX = 64 * 2**20  # bigger files are hashed in the background after open
 LONG_DOCUMENT = 1_000_000  # characters: a document this long reports its own chunking progress
+EXCLUDED = "excluded.json"  # beside the generations: document ids every update of this index leaves out
 
 Progress = Callable[[str, int, int], None]
 
@@ -106,6 +110,7 @@ class BuildReport:
     added: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)
     unchanged: int = 0
     embedded_passages: int = 0
     embedded_sentences: int = 0
@@ -169,6 +174,11 @@ def build_index(
     new_ids = {d.doc_id for d in documents}
     report.removed = sorted(set(old) - new_ids)
     next_id = max(int(previous.manifest.get("next_id", 0)), previous.store.next_id) if previous else 0
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    # when each document was last (re)indexed; an index written before this was kept says when it was built
+    was = previous.manifest.get("indexed") if previous else None
+    was = was if isinstance(was, dict) else {}
+    indexed: dict[str, str] = {}
 
     # per document: passages table, sentences table, passage vectors, sentence vectors, passage ids
     doc_blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray]] = []
@@ -184,7 +194,9 @@ def build_index(
             part.sentences[:, S_DOC] = doc_i
             doc_blocks.append((part.passages, part.sentences, part.passage_vectors, part.sentence_vectors, part.ids))
             report.unchanged += 1
+            indexed[doc.doc_id] = was.get(doc.doc_id) or str(previous.manifest.get("built") or now)
             continue
+        indexed[doc.doc_id] = now
         (report.changed if prior is not None else report.added).append(doc.doc_id)
         within = None
         if progress and len(doc.text) >= LONG_DOCUMENT:
@@ -278,7 +290,8 @@ def build_index(
         "next_id": int(next_id),
         "dense": getattr(dense, "kind", type(dense).__name__),
         "bm25": {"k1": BM25_K1, "b": BM25_B},
-        "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "built": now,
+        "indexed": indexed,
     }
     if isinstance(dense, MilvusSearch):  # deleted from the collection once this generation is live
         manifest["milvus_pending"] = [int(i) for i in dense.pending]
@@ -594,6 +607,9 @@ def update_index(
     The result is a new generation; the previous one stays live until it is complete.
     """
     with index_lock(path):
+        left_out = excluded_ids(path)
+        dropped = sorted(d.doc_id for d in documents if d.doc_id in left_out)
+        documents = [d for d in documents if d.doc_id not in left_out]
         current = live(path)
         for stale in path.glob("gen-*"):  # left by a writer that was killed (we hold the lock)
             if stale.name != current:
@@ -607,6 +623,7 @@ def update_index(
         replaced = None if previous is not None else _milvus_of(path, settings)
         index, report = build_index(documents, settings, embedder, previous, progress, name=path.name,
                                     prepared=prepared)
+        report.excluded = dropped
         index.manifest["sources"] = [str(s) for s in sources]
         fresh = isinstance(index.dense, MilvusSearch) and (previous is None or index.dense is not previous.dense)
         try:
@@ -632,6 +649,39 @@ def update_index(
                 replaced.drop()
         index.path = path
         return index, report
+
+
+def excluded_ids(path: Path) -> set[str]:
+    """Document ids left out of every update of the index at ``path`` (removed by a user, files kept)."""
+    try:
+        data = json.loads((Path(path) / EXCLUDED).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return set()
+    except (OSError, ValueError) as exc:
+        raise IndexCorrupt(corrupt(Path(path), f"{EXCLUDED} is unreadable ({exc})")) from exc
+    ids = data.get("doc_ids") if isinstance(data, dict) else None
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise IndexCorrupt(corrupt(Path(path), f"{EXCLUDED} must hold {{\"doc_ids\": [...]}}"))
+    return set(ids)
+
+
+def exclude_documents(path: Path, add: Sequence[str] = (), restore: Sequence[str] = ()) -> set[str]:
+    """Leave ``add`` out of this index from its next update on (their files stay), and let ``restore`` back in.
+
+    Why a list beside the index rather than in a generation: a rebuild, the CLI and the
+    chat's re-index all go through :func:`update_index`, which honours it.
+    """
+    path = Path(path)
+    with index_lock(path):
+        ids = (excluded_ids(path) | set(add)) - set(restore)
+        target = path / EXCLUDED
+        if not ids:
+            target.unlink(missing_ok=True)
+            return ids
+        partial = path / f".{EXCLUDED}.partial"
+        partial.write_text(json.dumps({"doc_ids": sorted(ids)}, ensure_ascii=False, indent=1), encoding="utf-8")
+        os.replace(partial, target)
+        return ids
 
 
 def _milvus_of(path: Path, settings: Settings) -> MilvusSearch | None:

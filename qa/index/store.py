@@ -87,6 +87,8 @@ class DocumentStore(Sequence[Document]):
         self.ids = [m["doc_id"] for m in meta]
         self.fingerprints = [m["fingerprint"] for m in meta]
         self.titles = [m.get("title") or "" for m in meta]
+        self.page_counts = [len(m.get("pages") or ()) for m in meta]
+        self.text_bytes = [int(m["b1"]) - int(m["b0"]) for m in meta]
         self._cached = functools.lru_cache(maxsize=1024)(self._load)
 
     def __len__(self) -> int:
