@@ -646,10 +646,13 @@ def build_app(settings: Settings, index: Path | None = None):
         as it is now: a conversation switched to, renamed or deleted meanwhile stays so."""
         if not answered:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        before = current_conversation(conversations(state))["title"]
         state = add_turns(state, answered)
         shown = gr.skip() if answered["conversation"] == state["current"] else \
             chat_messages_of(current_conversation(state))  # the chat shows the answer already
-        return state, shown, *listing(state)
+        choices, title = listing(state)
+        # the title box is left alone unless this answer named the conversation: a title being typed stays
+        return state, shown, choices, title if title != before else gr.skip()
 
     def add_files(files, chosen, progress=gr.Progress()):
         if not files:

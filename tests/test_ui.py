@@ -110,6 +110,7 @@ def ask(page, question):
     page.locator("#question textarea").fill(question)
     page.locator("#ask").click()
     page.wait_for_function(f"document.querySelectorAll('.qa-sources').length > {count}", timeout=60_000)
+    page.wait_for_timeout(1000)  # the finished turn is stored in the browser by the event after the answer
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is installed by .ci/run")
@@ -533,6 +534,7 @@ def test_browser_conversations_restriction_and_export_survive_reload_and_restart
             page.locator("#new-conversation").click()
             page.wait_for_function("document.querySelectorAll('#chat .message').length === 0", timeout=10_000)
             ask(page, WESTERN)
+            wait_text(page, "#conversations", WESTERN[:30], 10_000)  # the answer is kept: its question names it
             page.locator("#conv-title input").fill("Shamkhani notes")
             page.locator("#rename").click()
             wait_text(page, "#conversations", "Shamkhani notes", 10_000)

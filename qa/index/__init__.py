@@ -79,6 +79,7 @@ FORMAT_VERSION = 4
 READABLE_FORMATS = (4,)  # 3 added checksums; 4 stable passage ids and id-keyed FAISS and BM25
 EAGER_VERIFY_MAX = 64 * 2**20  # bigger files are hashed in the background after open
 LONG_DOCUMENT = 1_000_000  # characters: a document this long reports its own chunking progress
+LOAD_ATTEMPTS = 5  # generations replaced while a reader opens one, in a row, before it gives up
 EXCLUDED = "excluded.json"  # beside the generations: document ids every update of this index leaves out
 
 Progress = Callable[[str, int, int], None]
@@ -477,15 +478,18 @@ def load_index(path: Path, settings: Settings, *, mmap: bool = True, check_store
     ``check_store``: a Milvus collection must hold exactly the manifest's passages (an
     update that repairs an interrupted one loads without that check).
     """
-    for attempt in range(3):
-        gen, manifest = read_manifest(path)
-        check_compatible(manifest, settings, path)
+    for attempt in range(LOAD_ATTEMPTS):
+        seen = live(path)
         try:
+            gen, manifest = read_manifest(path)
+            check_compatible(manifest, settings, path)
             return _load_generation(path, gen, manifest, mmap, sentence_encoder(settings),
                                     store_target(settings), check_store, pooling_context(settings))
         except IndexCorrupt:
-            if attempt < 2 and live(path) != gen.name:
-                continue  # a writer made another generation live (and removed this one) while we read
+            # a writer made another generation live (and removed the one we were reading, even
+            # before its manifest was read): read the new one
+            if attempt < LOAD_ATTEMPTS - 1 and live(path) != seen:
+                continue
             raise
     raise AssertionError("unreachable")
 
