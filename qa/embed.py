@@ -169,18 +169,10 @@ class QueryEncoder:
     def encode(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
         """Unit-length float32 vectors, one row per text (run in length order: less padding)."""
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        for lo in range(0, len(texts), batch_size):
-            rows = order[lo:lo + batch_size]
-            batch = self._tokenizer.encode_batch([texts[i] for i in rows])
-            ids = np.array([e.ids for e in batch], dtype=np.int64)
-            mask = np.array([e.attention_mask for e in batch], dtype=np.int64)
-            types = np.array([e.type_ids for e in batch], dtype=np.int64)
-            hidden = self._session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})[0]
-            weights = mask[..., None].astype(np.float32)
-            pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
-            out[rows] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-        return out
+        for rows, hidden, mask, _ in self._run(texts, batch_size):
+            weights = mask[..., None]
+            out[rows] = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+        return _unit(out)
 
     def encode_with_spans(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]], *,
                           batch_size: int = 64) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -188,6 +180,12 @@ class QueryEncoder:
         sentences of the passages it retrieved out of one pass over each passage."""
         text_out = np.zeros((len(texts), self.dim), dtype=np.float32)
         span_out = [np.zeros((len(s), self.dim), dtype=np.float32) for s in spans]
+        for rows, hidden, mask, offsets in self._run(texts, batch_size):
+            text_out[rows] = pool_spans(hidden, mask, offsets, [spans[i] for i in rows], [span_out[i] for i in rows])
+        return _unit(text_out), [_unit(v) for v in span_out]
+
+    def _run(self, texts: Sequence[str], batch_size: int):
+        """Per length-sorted batch: its rows, token embeddings, float mask and character offsets."""
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for lo in range(0, len(texts), batch_size):
             rows = order[lo:lo + batch_size]
@@ -197,9 +195,7 @@ class QueryEncoder:
             types = np.array([e.type_ids for e in batch], dtype=np.int64)
             offsets = np.array([e.offsets for e in batch], dtype=np.int64).reshape(len(rows), ids.shape[1], 2)
             hidden = self._session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})[0]
-            text_out[rows] = pool_spans(hidden, mask.astype(np.float32), offsets, [spans[i] for i in rows],
-                                        [span_out[i] for i in rows])
-        return _unit(text_out), [_unit(v) for v in span_out]
+            yield rows, hidden, mask.astype(np.float32), offsets
 
 
 def pool_spans(tokens: np.ndarray, mask: np.ndarray, offsets: np.ndarray, spans: Sequence[Sequence[tuple[int, int]]],
