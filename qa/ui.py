@@ -53,6 +53,11 @@ a.qa-cite { text-decoration: none; font-weight: 600; }
 .qa-docs td:first-child { white-space: normal; min-width: 12em; }
 .qa-left-out { font-size: .85em; opacity: .8; }
 #scope { font-size: .9em; opacity: .85; min-height: 1.2em; }
+.qa-skip { position: absolute; left: -9999px; }
+.qa-skip:focus { position: static; display: inline-block; padding: .3em .6em; }
+@media (max-width: 640px) {  /* a marker is a finger's width on a phone */
+  a.qa-cite { display: inline-block; min-width: 44px; min-height: 44px; line-height: 44px; text-align: center; }
+}
 """
 # Runs in the page: a marker click goes to its source in this page (a plain "#src-…" link resolves
 # against Gradio's <base> and reloads the page when the URL has a query such as ?__theme=dark) and
@@ -792,12 +797,17 @@ def build_app(settings: Settings, index: Path | None = None):
         # which keeps the server from finishing its shutdown (and deleting temporary uploads) in time.
         pending = gr.Textbox(visible=False)  # the report a confirmation is about
         answered = gr.JSON(visible=False)  # the last finished question and answer, until stored
+        # keyboard users reach the question first instead of tabbing through every earlier answer
+        gr.HTML('<a class="qa-skip" href="#question" id="skip-to-question" '
+                'onclick="event.preventDefault(); document.querySelector(\'#question textarea\').focus()">'
+                'Skip to the question</a>')
         gr.Markdown("## Ask the reports\nEvery claim cites the sentence it comes from; click a marker to see it.")
         with gr.Row():
             with gr.Column(scale=3):
-                chatbot = gr.Chatbot(label="Chat", height=560, elem_id="chat", autoscroll=False)
+                chatbot = gr.Chatbot(label="Chat", height=560, elem_id="chat", autoscroll=False,
+                                     buttons=["copy", "copy_all"])  # no share button: it had no label and did nothing
                 scope = gr.Markdown(elem_id="scope")
-                question = gr.Textbox(placeholder="Ask a question about the reports…", show_label=False,
+                question = gr.Textbox(placeholder="Ask a question about the reports…", label="Question", show_label=False,
                                       elem_id="question", max_length=settings.max_question_chars * 10)
                 with gr.Row():
                     ask = gr.Button("Ask", variant="primary", elem_id="ask")

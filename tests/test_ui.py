@@ -726,3 +726,28 @@ def test_browser_workbench_fits_a_phone(server):
         wait_text(page, "#conversations", "On the phone")
         page.screenshot(path=str(ARTIFACTS / "ui-phone.png"), full_page=True)
         browser.close()
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is installed by .ci/run")
+def test_browser_keyboard_labels_and_phone_tap_targets(server):
+    """Item 5: the first Tab offers a skip to the question, the box is announced as "Question", the
+    chat has no unlabelled share button, and on a phone each citation marker is at least 44 x 44 px."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": 390, "height": 844})
+        page.goto(server["url"])
+        page.wait_for_selector("#question textarea", timeout=30_000)
+        assert page.get_by_role("textbox", name="Question").count() == 1
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.id") == "skip-to-question"
+        page.keyboard.press("Enter")
+        assert page.evaluate("document.activeElement.closest('#question') !== null")
+        ask(page, QUESTION)
+        labels = [b.get_attribute("aria-label") or "" for b in page.locator("#chat button").all()]
+        assert labels and all(label.strip() for label in labels), labels
+        assert not any("share" in label.lower() for label in labels), labels
+        box = page.locator("a.qa-cite").first.bounding_box()
+        assert box["width"] >= 44 and box["height"] >= 44, box
+        browser.close()
