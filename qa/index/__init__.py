@@ -79,7 +79,9 @@ FORMAT_VERSION = 4
 READABLE_FORMATS = (4,)  # 3 added checksums; 4 stable passage ids and id-keyed FAISS and BM25
 EAGER_VERIFY_MAX = 64 * 2**20  # bigger files are hashed in the background after open
 LONG_DOCUMENT = 1_000_000  # characters: a document this long reports its own chunking progress
-LOAD_ATTEMPTS = 5  # generations replaced while a reader opens one, in a row, before it gives up
+# Generations replaced while a reader opens one, in a row, before it gives up: a writer that saves
+# every second can replace several in a row while a busy machine opens one (tests/test_faults.py).
+LOAD_ATTEMPTS = 20
 EXCLUDED = "excluded.json"  # beside the generations: document ids every update of this index leaves out
 
 Progress = Callable[[str, int, int], None]
