@@ -335,23 +335,6 @@ def add_turns(state: object, answered: dict) -> dict:
     return state
 
 
-STOPPED = "Stopped: the answer was not finished or checked against the reports, so nothing of it is kept."
-
-
-IN_PROGRESS: dict = {}  # the ``answered`` value while an answer is being written (None: idle)
-
-
-def stopped_chat(history: list | None) -> tuple[list, None]:
-    """The chat after Stop while an answer was being written: its unchecked draft (or the words
-    streamed so far) gives way to a note saying so; nothing of it is stored."""
-    shown = list(history or [])
-    if shown and shown[-1].get("role") == "assistant":
-        shown[-1] = {"role": "assistant", "content": STOPPED}
-    else:
-        shown.append({"role": "assistant", "content": STOPPED})
-    return shown, None
-
-
 def title_from(question: str) -> str:
     """A conversation's default title: its first question, cut at a word."""
     text = " ".join(question.split())
@@ -639,7 +622,6 @@ def build_app(settings: Settings, index: Path | None = None):
             return
         chosen_docs = list(doc_filter or [])
         asked = shown + [{"role": "user", "content": question}]
-        yield asked, "", IN_PROGRESS  # the question shows at once; Stop knows an answer is being written
         chosen = settings if mode != "extractive" else dataclasses.replace(settings, llm="none")
         try:
             result = None
@@ -647,14 +629,14 @@ def build_app(settings: Settings, index: Path | None = None):
                                         doc_ids=chosen_docs or None, top_k=passages(k)):
                 if isinstance(result, str):
                     draft = inert(result) + "\n\n<small><i>checking citations…</i></small>"
-                    yield asked + [{"role": "assistant", "content": draft}], "", IN_PROGRESS
+                    yield asked + [{"role": "assistant", "content": draft}], "", None
             assert isinstance(result, Answer)
             result = restricted(result, chosen_docs)
             turn = answer_turn(result, render_answer(result, uuid.uuid4().hex[:8]))
             if chosen.llm == "none":
                 words = result.text.split(" ")
                 for i in range(0, len(words), 6):
-                    yield asked + [{"role": "assistant", "content": inert(" ".join(words[:i + 6]))}], "", IN_PROGRESS
+                    yield asked + [{"role": "assistant", "content": inert(" ".join(words[:i + 6]))}], "", None
         except ValueError as exc:
             turn = {"role": "assistant", "content": f"⚠️ {html.escape(str(exc))}", "text": f"⚠️ {exc}"}
         except Exception as exc:  # never a traceback in the chat
@@ -663,9 +645,6 @@ def build_app(settings: Settings, index: Path | None = None):
             turn = {"role": "assistant", "content": f"⚠️ Could not answer: {html.escape(why)}",
                     "text": f"⚠️ Could not answer: {why}"}
         yield asked + [turn], "", {"conversation": conv["id"], "turns": [{"role": "user", "content": question}, turn]}
-
-    def stopped(history, answering):
-        return stopped_chat(history) if answering == IN_PROGRESS else (gr.skip(), gr.skip())
 
     def keep_turn(state, answered):
         """Store a finished question and answer in the conversation it was asked in, read from the browser
@@ -832,7 +811,6 @@ def build_app(settings: Settings, index: Path | None = None):
                                       elem_id="question", max_length=settings.max_question_chars * 10)
                 with gr.Row():
                     ask = gr.Button("Ask", variant="primary", elem_id="ask")
-                    stop = gr.Button("Stop", elem_id="stop")
                     new = gr.Button("New conversation", elem_id="new-conversation")
             with gr.Column(scale=1, min_width=300):
                 conv_list = gr.Radio([], label="Conversations", elem_id="conversations")
@@ -868,14 +846,10 @@ def build_app(settings: Settings, index: Path | None = None):
             removed = gr.Markdown(elem_id="remove-status")
 
         shelf = [doc_filter, table, remove_choice, scope, restore_row, restore_choice]
-        asking = []
         for trigger in (question.submit, ask.click):
-            asking.append(trigger(respond, [question, chatbot, convs, k, doc_filter, mode], [chatbot, question, answered],
-                                  api_name=False))
-            asking[-1].then(keep_turn, [convs, answered], [convs, chatbot, conv_list, title], api_name=False
-                            ).then(None, None, None, js=SCROLL_TO_ANSWER)  # the answer's start, not its last source
-        # Stop cancels the answer being written; its unchecked draft is replaced by a note and never stored
-        stop.click(stopped, [chatbot, answered], [chatbot, answered], cancels=asking, api_name=False)
+            trigger(respond, [question, chatbot, convs, k, doc_filter, mode], [chatbot, question, answered], api_name=False
+                    ).then(keep_turn, [convs, answered], [convs, chatbot, conv_list, title], api_name=False
+                           ).then(None, None, None, js=SCROLL_TO_ANSWER)  # the answer's start, not its last source
         new.click(start_new, [convs], [convs, chatbot, conv_list, title, question], api_name=False)
         conv_list.input(switch, [conv_list, convs], [convs, chatbot, conv_list, title], api_name=False)
         for trigger in (rename_btn.click, title.submit):

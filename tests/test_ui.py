@@ -275,20 +275,6 @@ def test_browser_llm_mode_shows_verified_sources_and_can_switch_to_extractive(tm
             # a fallback or a removed sentence is said under the answer, never hidden
             if "extractive answer instead" in answer_text or "removed as unsupported" in answer_text:
                 assert page.locator(".qa-notice").count() >= 1
-            # Stop while the model writes: the unchecked draft goes, a note says so, nothing is kept
-            kept = page.locator(".qa-sources").count()
-            page.locator("#question textarea").fill("What did Qais al-Khazali ask the Iraqi government to do?")
-            page.locator("#ask").click()
-            page.wait_for_function("document.querySelector('#chat').innerText.includes('checking citations')",
-                                   timeout=60_000)
-            page.locator("#stop").click()
-            wait_text(page, "#chat", "Stopped: the answer was not finished", 10_000)
-            page.wait_for_timeout(1500)
-            assert "checking citations" not in page.locator("#chat").inner_text()
-            assert page.locator(".qa-sources").count() == kept
-            page.reload()
-            page.wait_for_selector(".qa-sources", timeout=30_000)
-            assert page.locator(".qa-sources").count() == kept and "Stopped" not in page.locator("#chat").inner_text()
             page.get_by_role("radio", name="extractive").check()
             ask(page, "Which country was Shamkhani most likely referring to as the “Western country”?")
             last = page.locator(".qa-sources").last.inner_text()

@@ -216,14 +216,3 @@ def test_a_finished_answer_joins_its_own_conversation_as_the_browser_has_it_now(
     assert [c["id"] for c in gone["items"]] == ["b"] and gone["items"][0]["turns"] == []
     assert add_turns(None, {"conversation": "x", "turns": turns})["items"][0]["turns"] == []
     assert conversations(after) == after
-
-
-def test_stop_replaces_the_unfinished_answer_with_a_note():
-    from qa.ui import STOPPED, stopped_chat
-
-    asked = [{"role": "user", "content": "Q1"}, {"role": "assistant", "content": "A1"}, {"role": "user", "content": "Q2"}]
-    drafting = asked + [{"role": "assistant", "content": "The P.M.F. has 12,000 <small><i>checking citations…</i></small>"}]
-    shown, answered = stopped_chat(drafting)
-    assert shown[:3] == asked and shown[3] == {"role": "assistant", "content": STOPPED} and answered is None
-    shown, _ = stopped_chat(asked)  # stopped before the first word
-    assert shown[:3] == asked and shown[-1]["content"] == STOPPED and len(shown) == 4
