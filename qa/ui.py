@@ -716,27 +716,25 @@ def build_app(settings: Settings, index: Path | None = None):
         return gr.update(visible=info is not None), removal_plan(info, Path(settings.corpus).resolve()), \
             doc_id if info is not None else "", "" if info is not None else removal_plan(None, Path("."))
 
+    def reindexed(action, doc_id: str, failed: str, progress) -> str:
+        """Run a remove or put-back (each re-indexes) with the progress bar; a failure is a message."""
+        try:
+            return action(doc_id, index, settings, lambda stage, done, total: progress(
+                done / max(total, 1), desc=progress_label(stage, done, total)))
+        except Exception as exc:  # shown, never a traceback
+            log.exception("%s failed", failed.format(doc_id))
+            return f"⚠️ Could not {inert(failed.format(doc_id))}: {html.escape(str(exc))}"
+
     def confirm_remove(doc_id, chosen, progress=gr.Progress()):
         if not doc_id:
             return gr.update(visible=False), "", "Nothing to remove.", *library(chosen)
-        try:
-            message = remove_report(doc_id, index, settings, lambda stage, done, total: progress(
-                done / max(total, 1), desc=progress_label(stage, done, total)))
-        except Exception as exc:  # shown, never a traceback
-            log.exception("removing %s failed", doc_id)
-            message = f"⚠️ Could not remove {inert(doc_id)}: {html.escape(str(exc))}"
+        message = reindexed(remove_report, doc_id, "remove {}", progress)
         return gr.update(visible=False), "", message, *library(chosen)
 
     def put_back(doc_id, chosen, progress=gr.Progress()):
         if not doc_id:
             return "Choose a removed report first.", *library(chosen)
-        try:
-            message = restore_report(doc_id, index, settings, lambda stage, done, total: progress(
-                done / max(total, 1), desc=progress_label(stage, done, total)))
-        except Exception as exc:  # shown, never a traceback
-            log.exception("restoring %s failed", doc_id)
-            message = f"⚠️ Could not put {inert(doc_id)} back: {html.escape(str(exc))}"
-        return message, *library(chosen)
+        return reindexed(restore_report, doc_id, "put {} back", progress), *library(chosen)
 
     def export_current(state):
         conv = current_conversation(conversations(state))
