@@ -12,11 +12,11 @@ import json
 import sys
 from pathlib import Path
 
-from qa.evaluation import beir, financebench, qaset, rationales, realtimeqa, rgb
+from qa.evaluation import beir, feedback, financebench, qaset, rationales, realtimeqa, rgb
 from qa.settings import PROJECT_ROOT, Settings
 
 # The first whose ``detect`` accepts the path runs it; a plain .jsonl QA set comes last.
-DATASETS = (beir, realtimeqa, financebench, rgb, rationales, qaset)
+DATASETS = (beir, realtimeqa, financebench, rgb, rationales, feedback, qaset)
 DEFAULT_SET = PROJECT_ROOT / "eval" / "seeds.jsonl"
 
 
