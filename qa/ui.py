@@ -26,11 +26,14 @@ from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
 from qa.api import (DocumentInfo, answer, answer_stream, document_list, document_titles, excluded_documents,
-                    get_engine, index_paths, remove_from_index)
+                    get_engine, index_paths, remove_from_index, source_file)
+from qa.feedback import WRONG_CITATION, append_feedback, feedback_path, make_feedback, verdict_of
 from qa.index import IndexProblem
 from qa.load import SUPPORTED_SUFFIXES, LoadError, load_file
 from qa.retrieve import NOT_FOUND_PREFIX
 from qa.settings import Settings
+from qa.sources import (parse_source_request, render_page, render_page_html, render_panel_message, render_source,
+                        source_view)
 from qa.types import Answer, Citation
 
 log = logging.getLogger("qa")
@@ -58,22 +61,99 @@ a.qa-cite { text-decoration: none; font-weight: 600; }
 @media (max-width: 640px) {  /* a marker is a finger's width on a phone */
   a.qa-cite { display: inline-block; min-width: 44px; min-height: 44px; line-height: 44px; text-align: center; }
 }
+.qa-preview { position: fixed; z-index: 10000; max-width: min(420px, 90vw); background: #ffffff; color: #1a1a1a;
+  border: 1px solid #8aa4ff; border-radius: 6px; padding: .4em .6em; box-shadow: 0 2px 10px rgba(0,0,0,.25);
+  font-size: .9em; pointer-events: none; }
+.qa-preview small { display: block; margin-top: .2em; color: #444444; }
+.dark .qa-preview { background: #1f2937; color: #f5f5f5; border-color: #8aa4ff; }
+.dark .qa-preview small { color: #d0d0d0; }
+#source-panel { border-left: 3px solid #8aa4ff; padding-left: .6em; align-self: flex-start; }
+.qa-panel-title { margin: 0; font-size: 1.05em; } .qa-panel-where { margin: .1em 0 .4em; font-size: .85em; opacity: .85; }
+#source-text .qa-doc { max-height: 340px; overflow-y: auto; position: relative; line-height: 1.5; padding: .4em .6em;
+  border: 1px solid #cccccc; border-radius: 4px; font-size: .92em; }
+#source-text mark.qa-panel-hit { background: #ffe066; color: #1a1a1a; outline: 2px solid #b07d00; padding: 0 .1em; }
+.dark #source-text mark.qa-panel-hit { background: #d9a400; color: #111111; outline-color: #ffe066; }
+.qa-page-mark { display: block; font-size: .8em; opacity: .75; border-top: 1px dashed #999999; margin: .4em 0; }
+.qa-page-label { font-size: .85em; margin: .4em 0 .2em; }
+.qa-page-frame { position: relative; }
+.qa-page-frame img { display: block; width: 100%; height: auto; border: 1px solid #cccccc; background: #ffffff; }
+.qa-box { position: absolute; background: rgba(255, 200, 0, .30); outline: 2px solid #d97706; pointer-events: none; }
+@media (max-width: 640px) {  /* the panel is a drawer over the lower part of a phone's screen */
+  #source-panel { position: fixed; left: 0; right: 0; bottom: 0; max-height: 80vh; overflow-y: auto; z-index: 1000;
+    background: var(--background-fill-primary); border-left: none; border-top: 3px solid #8aa4ff;
+    border-radius: 12px 12px 0 0; box-shadow: 0 -4px 16px rgba(0,0,0,.3); padding: .6em; margin: 0; }
+  #source-text .qa-doc { max-height: 38vh; }
+}
 """
 # Runs in the page: a marker click goes to its source in this page (a plain "#src-…" link resolves
-# against Gradio's <base> and reloads the page when the URL has a query such as ?__theme=dark) and
-# marks it; and Gradio's copy buttons get clean text instead of the message's HTML.
+# against Gradio's <base> and reloads the page when the URL has a query such as ?__theme=dark), marks
+# it and opens it in the source panel (the marker's stored doc/start/end go to the server through the
+# hidden #source-request box; a reload with that source in the address opens it again); hovering or
+# focusing a marker previews its quote; and Gradio's copy buttons get clean text instead of the HTML.
 PAGE_JS = r"""() => {
+  const sourceOf = (a) => document.getElementById((a.getAttribute("href") || "").slice(1));
+  const openSource = (src) => {
+    const box = document.querySelector("#source-request textarea, #source-request input");
+    const go = document.querySelector("#source-open");
+    if (!box || !go || !src.dataset.doc) return false;
+    const mark = src.querySelector("mark");
+    box.value = JSON.stringify({doc: src.dataset.doc, start: src.dataset.start, end: src.dataset.end,
+                                page: src.dataset.page || null, quote: mark ? mark.textContent : ""});
+    box.dispatchEvent(new Event("input", {bubbles: true}));
+    setTimeout(() => go.click(), 0);
+    return true;
+  };
   document.addEventListener("click", (e) => {
     const a = e.target.closest && e.target.closest("a.qa-cite");
     if (!a) return;
-    const el = document.getElementById(a.getAttribute("href").slice(1));
+    const el = sourceOf(a);
     if (!el) return;
     e.preventDefault();  // the page's <base> would resolve "#src-…" to another URL and reload, losing ?__theme
     location.hash = el.id;
     el.scrollIntoView({block: "nearest"});
     document.querySelectorAll(".qa-source.qa-hit").forEach((s) => s.classList.remove("qa-hit"));
     el.classList.add("qa-hit");
+    hideTip();
+    openSource(el);
   }, true);
+  let tip = null;
+  const hideTip = () => {
+    if (!tip) return;
+    tip.remove();
+    document.querySelectorAll("a.qa-cite[aria-describedby]").forEach((a) => a.removeAttribute("aria-describedby"));
+  };
+  const showTip = (a) => {
+    const src = sourceOf(a);
+    if (!src) return;
+    const mark = src.querySelector("mark");
+    tip = tip || document.createElement("div");
+    tip.id = "qa-preview"; tip.className = "qa-preview"; tip.setAttribute("role", "tooltip");
+    const quote = document.createElement("div");
+    quote.textContent = "“" + (mark ? mark.textContent : "") + "”";
+    const where = document.createElement("small");
+    where.textContent = (src.dataset.doc || "") + (src.dataset.page ? ", page " + src.dataset.page : "");
+    tip.replaceChildren(quote, where);
+    document.body.appendChild(tip);
+    const r = a.getBoundingClientRect(), t = tip.getBoundingClientRect();
+    const left = Math.max(4, Math.min(r.left, window.innerWidth - t.width - 4));
+    const top = r.top - t.height - 6 >= 0 ? r.top - t.height - 6 : r.bottom + 6;
+    tip.style.left = left + "px"; tip.style.top = top + "px";
+    a.setAttribute("aria-describedby", "qa-preview");
+  };
+  const cite = (e) => e.target.closest && e.target.closest("a.qa-cite");
+  document.addEventListener("mouseover", (e) => { const a = cite(e); if (a) showTip(a); });
+  document.addEventListener("mouseout", (e) => { const a = cite(e); if (a && !a.contains(e.relatedTarget)) hideTip(); });
+  document.addEventListener("focusin", (e) => { const a = cite(e); if (a) showTip(a); else hideTip(); });
+  document.addEventListener("focusout", (e) => { if (cite(e)) hideTip(); });
+  document.addEventListener("keydown", (e) => { if (e.key === "Escape") hideTip(); });
+  if (location.hash.startsWith("#src-")) {  // a reload opens the source that was open
+    const id = location.hash.slice(1);
+    let tries = 0;
+    const again = setInterval(() => {
+      const el = document.getElementById(id);
+      if ((el && openSource(el)) || ++tries > 60) { clearInterval(again); if (el) el.classList.add("qa-hit"); }
+    }, 500);
+  }
   const clean = (html) => {
     const doc = new DOMParser().parseFromString(html, "text/html");
     doc.querySelectorAll(".qa-sources").forEach((box) => {
@@ -98,6 +178,23 @@ PAGE_JS = r"""() => {
     navigator.clipboard.writeText = (text) => write(plain(String(text)));
   }
 }"""
+# After the panel shows a source: its text box scrolls to the highlighted quote (the page does not
+# jump), and focus moves to the panel's title so a keyboard or screen reader user is taken there.
+SCROLL_TO_SOURCE = """() => {
+  let tries = 0;
+  const show = () => {
+    const box = document.querySelector("#source-text .qa-doc");
+    const hit = box && box.querySelector("#qa-panel-hit");
+    if (!hit) { if (++tries < 40) setTimeout(show, 50); return; }
+    box.scrollTop = Math.max(0, hit.offsetTop - box.clientHeight / 3);
+    const title = document.getElementById("source-title");
+    if (title) title.focus({preventScroll: true});
+    const panel = document.querySelector("#source-panel");
+    if (panel) panel.scrollIntoView({block: "nearest"});
+  };
+  requestAnimationFrame(show);
+}"""
+FORGET_SOURCE = """() => { if (location.hash.startsWith("#src-")) history.replaceState(null, "", location.pathname + location.search); }"""
 SCROLL_TO_ANSWER = """() => {
   const msgs = document.querySelectorAll("#chat .message-row, #chat .message");
   const last = msgs[msgs.length - 1];
@@ -140,7 +237,9 @@ def render_answer(result: Answer, turn: str) -> str:
     """Answer text with clickable markers, then its own Sources: one line per distinct passage span.
 
     Each source shows its quote; the passage around it sits in a collapsed <details>. ``data-copy``
-    holds the plain line the copy buttons use (see PAGE_JS).
+    holds the plain line the copy buttons use (see PAGE_JS); ``data-doc``, ``data-start``, ``data-end``
+    and ``data-page`` are what a marker click asks the source panel for, kept with the stored answer so
+    the panel opens the same after a reload.
     """
     answer_text, citations = merge_citations(result)
     text = "".join(f'<a class="qa-cite" href="#src-{turn}-{part[1:-1]}">{part}</a>' if _MARKER_SPLIT.fullmatch(part)
@@ -158,7 +257,9 @@ def render_answer(result: Answer, turn: str) -> str:
         if at >= 0 and c.passage.strip() != c.quote.strip():
             context = (f'<details><summary>in context</summary>{inert(c.passage[:at])}<span class="qa-ctx">'
                        f'{inert(c.quote)}</span>{inert(c.passage[at + len(c.quote):])}</details>')
-        blocks.append(f'<div class="qa-source" id="src-{turn}-{n}" data-copy="{inert(plain)}"><b>[{n}] {inert(where)}</b> '
+        page = "" if c.page is None else str(c.page)
+        blocks.append(f'<div class="qa-source" id="src-{turn}-{n}" data-copy="{inert(plain)}" data-doc="{inert(c.doc_id)}" '
+                      f'data-start="{c.start}" data-end="{c.end}" data-page="{page}"><b>[{n}] {inert(where)}</b> '
                       f'<small>chars {c.start}–{c.end}</small><br><mark>{inert(c.quote)}</mark>{context}</div>')
     return f"{text}\n\n{SOURCES_OPEN}<b>Sources</b>{''.join(blocks)}</div>"
 
@@ -169,14 +270,25 @@ def source_text(doc_id: str, quote: str, start: int, end: int, page: int | None)
     return f"“{' '.join(quote.split())}” — {where}, chars {start}–{end}"
 
 
+def message_text(message: dict) -> str:
+    """A chat message's content as one string (Gradio may hand it back as a list of parts)."""
+    content = message.get("content")
+    if isinstance(content, list):
+        content = " ".join(c.get("text", "") if isinstance(c, dict) else str(c) for c in content)
+    return str(content or "")
+
+
 def plain_history(messages: list[dict]) -> list[dict]:
-    """The chat as the engine wants it: answer text only, no markup or sources."""
-    out = []
+    """The chat as the engine wants it: answer text only, no markup or sources; a stopped answer and its
+    question are left out (nothing of a stopped answer is kept)."""
+    out: list[dict] = []
     for m in messages or []:
-        content = m.get("content")
-        if isinstance(content, list):
-            content = " ".join(c.get("text", "") if isinstance(c, dict) else str(c) for c in content)
-        text = str(content or "").split(SOURCES_OPEN, 1)[0]
+        content = message_text(m)
+        if STOPPED_CLASS in content:
+            if out and out[-1]["role"] == "user":
+                out.pop()
+            continue
+        text = content.split(SOURCES_OPEN, 1)[0]
         out.append({"role": m.get("role", "user"), "content": html.unescape(re.sub(r"<[^>]+>", "", text)).strip()})
     return out
 
@@ -333,6 +445,89 @@ def add_turns(state: object, answered: dict) -> dict:
         if conv["title"] == NEW_TITLE:
             conv["title"] = title_from(str(answered["turns"][0].get("content") or ""))
     return state
+
+
+STOPPED = "Stopped: nothing of this answer was kept."
+STOPPED_CLASS = "qa-stopped"
+
+
+def stopped_chat(asked: list[dict]) -> list[dict]:
+    """The chat after Stop: the question asked, then a note in place of the unchecked draft."""
+    return list(asked) + [{"role": "assistant", "content": f'<span class="{STOPPED_CLASS}">⏹ {STOPPED}</span>'}]
+
+
+class StopFlags:
+    """Stop requests for the answers being written, one per browser session (Gradio's session hash).
+
+    The answer's generator checks :meth:`stopped` between yields and ends itself with the note, so no
+    late draft can follow (cancelling the event from outside could still deliver one).
+    """
+
+    def __init__(self) -> None:
+        self._running: dict[str, str] = {}
+        self._stopped: set[str] = set()
+        self._lock = threading.Lock()
+
+    def start(self, session: str) -> str:
+        """Register an answer being written for ``session``; its token."""
+        token = uuid.uuid4().hex
+        with self._lock:
+            self._running[session] = token
+        return token
+
+    def stop(self, session: str) -> bool:
+        """Ask the session's answer being written to stop; False when none is."""
+        with self._lock:
+            token = self._running.get(session)
+            if token is not None:
+                self._stopped.add(token)
+            return token is not None
+
+    def stopped(self, token: str) -> bool:
+        """Whether Stop was pressed for this answer."""
+        with self._lock:
+            return token in self._stopped
+
+    def finish(self, session: str, token: str) -> None:
+        """The answer is done (shown, stopped or failed): forget it."""
+        with self._lock:
+            if self._running.get(session) == token:
+                del self._running[session]
+            self._stopped.discard(token)
+
+
+_SOURCE_DATA = re.compile(r'<div class="qa-source"[^>]*?data-doc="([^"]*)" data-start="(\d+)" data-end="(\d+)" '
+                          r'data-page="(\d*)">.*?<mark>(.*?)</mark>', re.S)
+
+
+def citations_in_html(content: str) -> list[dict]:
+    """The citations a rendered answer shows (doc_id, quote as shown, start, end, page), read from its HTML."""
+    return [{"doc_id": html.unescape(doc), "quote": html.unescape(quote), "start": int(start), "end": int(end),
+             "page": int(page) if page else None} for doc, start, end, page, quote in _SOURCE_DATA.findall(content)]
+
+
+class FeedbackSubject(NamedTuple):
+    """The answer a verdict is about: its question, text with [n] markers, and citations."""
+
+    question: str
+    answer: str
+    citations: list
+
+
+def feedback_subject(shown: list[dict], at: int, conversation: dict) -> FeedbackSubject | None:
+    """What the chat message at ``at`` answered, with its stored text and citations when the conversation
+    has it (exact quotes), else as its HTML shows them. None when ``at`` is not an answer."""
+    if not 0 <= at < len(shown) or shown[at].get("role") != "assistant":
+        return None
+    content = message_text(shown[at])
+    if STOPPED_CLASS in content:
+        return None
+    question = next((plain_history([m])[0]["content"] for m in reversed(shown[:at]) if m.get("role") == "user"), "")
+    stored = next((t for t in conversation.get("turns") or [] if t.get("role") == "assistant"
+                   and str(t.get("content") or "") == content and "text" in t), None)
+    if stored is not None:
+        return FeedbackSubject(question, str(stored["text"]), list(stored.get("citations") or []))
+    return FeedbackSubject(question, plain_history([shown[at]])[0]["content"], citations_in_html(content))
 
 
 def title_from(question: str) -> str:
@@ -609,10 +804,13 @@ def build_app(settings: Settings, index: Path | None = None):
         conv = current_conversation(state)
         return gr.update(choices=conversation_choices(state), value=conv["id"]), conv["title"]
 
-    def respond(question, history, state, k, doc_filter, mode):
+    stops = StopFlags()
+
+    def respond(question, history, state, k, doc_filter, mode, request):
         """Stream the answer into the chat; the finished turn goes to ``answered`` for :func:`keep_turn`.
 
         The chat as shown is the history: the previous answer may not be in the stored state yet.
+        Between yields it checks this session's Stop: a stopped answer ends with a note, stored nowhere.
         """
         conv = current_conversation(conversations(state))
         shown = list(history or [])
@@ -620,23 +818,45 @@ def build_app(settings: Settings, index: Path | None = None):
             gr.Warning("Type a question first.")
             yield shown, gr.skip(), None
             return
+        session = getattr(request, "session_hash", None) or "?"
+        token = stops.start(session)
+        try:
+            yield from answer_turns(question, shown, conv, k, doc_filter, mode, token)
+        finally:
+            stops.finish(session, token)
+
+    def answer_turns(question, shown, conv, k, doc_filter, mode, token):
         chosen_docs = list(doc_filter or [])
         asked = shown + [{"role": "user", "content": question}]
+        yield asked, "", None  # the question shows at once
         chosen = settings if mode != "extractive" else dataclasses.replace(settings, llm="none")
+        stream = answer_stream(question, plain_history(shown), index=index, settings=chosen,
+                               doc_ids=chosen_docs or None, top_k=passages(k))
         try:
             result = None
-            for result in answer_stream(question, plain_history(shown), index=index, settings=chosen,
-                                        doc_ids=chosen_docs or None, top_k=passages(k)):
+            for result in stream:
+                if stops.stopped(token):
+                    break
                 if isinstance(result, str):
                     draft = inert(result) + "\n\n<small><i>checking citations…</i></small>"
                     yield asked + [{"role": "assistant", "content": draft}], "", None
+            if stops.stopped(token):
+                stream.close()  # the model stops writing
+                yield stopped_chat(asked), "", None
+                return
             assert isinstance(result, Answer)
             result = restricted(result, chosen_docs)
             turn = answer_turn(result, render_answer(result, uuid.uuid4().hex[:8]))
             if chosen.llm == "none":
                 words = result.text.split(" ")
                 for i in range(0, len(words), 6):
+                    if stops.stopped(token):
+                        yield stopped_chat(asked), "", None
+                        return
                     yield asked + [{"role": "assistant", "content": inert(" ".join(words[:i + 6]))}], "", None
+            if stops.stopped(token):
+                yield stopped_chat(asked), "", None
+                return
         except ValueError as exc:
             turn = {"role": "assistant", "content": f"⚠️ {html.escape(str(exc))}", "text": f"⚠️ {exc}"}
         except Exception as exc:  # never a traceback in the chat
@@ -645,6 +865,85 @@ def build_app(settings: Settings, index: Path | None = None):
             turn = {"role": "assistant", "content": f"⚠️ Could not answer: {html.escape(why)}",
                     "text": f"⚠️ Could not answer: {why}"}
         yield asked + [turn], "", {"conversation": conv["id"], "turns": [{"role": "user", "content": question}, turn]}
+
+    def stop_answer(request) -> None:
+        """Stop: the answer this browser session is writing ends with a note (see :class:`StopFlags`)."""
+        stops.stop(getattr(request, "session_hash", None) or "?")
+
+    def source_document(doc_id: str):
+        """A report of the index by its id (KeyError when it is not indexed), and its PDF file if it is one.
+
+        The file is found the way the index found it (its recorded source folders), never from a path
+        the browser sent.
+        """
+        idx = get_engine(index, settings).index
+        if not idx.store.has_document(doc_id):
+            raise KeyError(doc_id)
+        file = source_file(doc_id, [str(x) for x in idx.manifest.get("sources") or []])
+        return idx.store.document(doc_id), file if file is not None and file.suffix.lower() == ".pdf" else None
+
+    def page_panel(doc_id: str, number: int, cited: int | None, quote: str) -> tuple:
+        """The page view, its navigation and the panel state for page ``number`` of a PDF report."""
+        try:
+            _, file = source_document(doc_id)
+            if file is None:
+                raise FileNotFoundError(doc_id)
+            image = render_page(file, number, quote if number == cited else "")
+        except Exception as exc:  # the text is still shown; the page image says why it is missing
+            log.warning("page %s of %s not rendered: %s", number, doc_id, exc)
+            return (render_panel_message(f"The page image could not be shown: {exc}"), gr.update(visible=False),
+                    None)
+        state = {"doc": doc_id, "page": image.number, "count": image.count, "cited": cited, "quote": quote}
+        return (render_page_html(image, doc_id),
+                gr.update(visible=image.count > 1), state)
+
+    def open_source(raw):
+        """A marker click: the cited report in the panel, scrolled to the quote; for a PDF, its page too."""
+        request = parse_source_request(raw)
+        shown = gr.update(visible=True)
+        if request is None:
+            return shown, render_panel_message("That citation could not be read."), "", gr.update(visible=False), None
+        try:
+            document, file = source_document(request.doc_id)
+        except KeyError:
+            return (shown, render_panel_message(f"{request.doc_id} is no longer in the index."), "",
+                    gr.update(visible=False), None)
+        except Exception as exc:
+            log.exception("source panel failed")
+            return shown, render_panel_message(f"Could not read the index: {exc}"), "", gr.update(visible=False), None
+        view = source_view(document, request)
+        if file is None:
+            return shown, render_source(view), "", gr.update(visible=False), None
+        page = view.page or request.page or 1
+        return shown, render_source(view), *page_panel(request.doc_id, page, page, view.quote)
+
+    def turn_page(state, step: int) -> tuple:
+        """Previous or next page of the PDF in the panel."""
+        if not isinstance(state, dict) or not state.get("doc"):
+            return gr.skip(), gr.skip(), gr.skip()
+        number = int(state.get("page") or 1) + step
+        if not 1 <= number <= int(state.get("count") or 1):
+            return gr.skip(), gr.skip(), gr.skip()
+        return page_panel(str(state["doc"]), number, state.get("cited"), str(state.get("quote") or ""))
+
+    def give_feedback(history, state, data):
+        """A thumb or a "Wrong citation" flag on an answer, appended to ``<index>/feedback.jsonl``."""
+        verdict = verdict_of(getattr(data, "liked", None))
+        at = data.index[0] if isinstance(getattr(data, "index", None), (list, tuple)) else getattr(data, "index", -1)
+        conv = current_conversation(conversations(state))
+        subject = feedback_subject(list(history or []), int(at), conv) if verdict else None
+        if subject is None:
+            return gr.skip()
+        try:
+            record = make_feedback(subject.question, subject.answer, subject.citations, verdict, conv["id"])
+            append_feedback(feedback_path(Path(index or settings.index)), record)
+        except OSError as exc:  # a full or read-only disk is said, never a traceback
+            log.warning("feedback not saved: %s", exc)
+            gr.Warning("Your feedback could not be saved.")
+            return f"⚠️ Feedback not saved: {inert(exc.strerror or str(exc))}."
+        said = {"up": "👍 Thanks: noted as helpful.", "down": "👎 Thanks: noted as not helpful.",
+                "flagged": "🚩 Thanks: the citation is flagged as wrong."}
+        return said[verdict]
 
     def keep_turn(state, answered):
         """Store a finished question and answer in the conversation it was asked in, read from the browser
@@ -800,16 +1099,34 @@ def build_app(settings: Settings, index: Path | None = None):
                 'onclick="event.preventDefault(); document.querySelector(\'#question textarea\').focus()">'
                 'Skip to the question</a>')
         gr.Markdown("## Ask the reports\nEvery claim cites the sentence it comes from; click a marker to see it.")
+        # a marker click writes its source here and presses the hidden button (PAGE_JS)
+        source_request = gr.Textbox(visible="hidden", elem_id="source-request", label="Source request")
+        source_open = gr.Button("Open source", visible="hidden", elem_id="source-open")
+        page_state = gr.JSON(visible=False)  # the PDF page the panel shows
         with gr.Row():
             with gr.Column(scale=3):
+                # thumbs, and a flag for a wrong citation: kept in <index>/feedback.jsonl
                 chatbot = gr.Chatbot(label="Chat", height=560, elem_id="chat", autoscroll=False,
-                                     buttons=["copy", "copy_all"])  # no share button: it had no label and did nothing
+                                     buttons=["copy", "copy_all"],  # no share button: it had no label and did nothing
+                                     feedback_options=("Like", "Dislike", WRONG_CITATION))
+                feedback_status = gr.Markdown(elem_id="feedback-status")
                 scope = gr.Markdown(elem_id="scope")
                 question = gr.Textbox(placeholder="Ask a question about the reports…", label="Question", show_label=False,
                                       elem_id="question", max_length=settings.max_question_chars * 10)
                 with gr.Row():
                     ask = gr.Button("Ask", variant="primary", elem_id="ask")
+                    # stops the answer being written (an LLM's can take a while); nothing of it is kept
+                    stop = gr.Button("Stop", elem_id="stop", visible=settings.llm != "none")
                     new = gr.Button("New conversation", elem_id="new-conversation")
+            with gr.Column(scale=2, visible=False, elem_id="source-panel") as panel:
+                with gr.Row():
+                    gr.Markdown("**Source**")
+                    close_panel = gr.Button("Close", size="sm", elem_id="source-close", scale=0, min_width=80)
+                source_text = gr.HTML(elem_id="source-text")
+                with gr.Row(visible=False, elem_id="page-nav") as page_nav:
+                    prev_page = gr.Button("◀ Previous page", size="sm", elem_id="page-prev")
+                    next_page = gr.Button("Next page ▶", size="sm", elem_id="page-next")
+                page_view = gr.HTML(elem_id="source-page")
             with gr.Column(scale=1, min_width=300):
                 conv_list = gr.Radio([], label="Conversations", elem_id="conversations")
                 title = gr.Textbox(label="Title of this conversation", max_lines=1, elem_id="conv-title")
@@ -844,6 +1161,20 @@ def build_app(settings: Settings, index: Path | None = None):
             removed = gr.Markdown(elem_id="remove-status")
 
         shelf = [doc_filter, table, remove_choice, scope, restore_row, restore_choice]
+        # Gradio hands gr.Request / gr.LikeData to a parameter by its type hint, resolved in this
+        # module's globals where gradio is not imported (it loads only with the app): set them here
+        respond.__annotations__ = {"request": gr.Request}
+        stop_answer.__annotations__ = {"request": gr.Request}
+        give_feedback.__annotations__ = {"data": gr.LikeData}
+        source_open.click(open_source, [source_request], [panel, source_text, page_view, page_nav, page_state],
+                          api_name=False).then(None, None, None, js=SCROLL_TO_SOURCE)
+        prev_page.click(lambda state: turn_page(state, -1), [page_state], [page_view, page_nav, page_state],
+                        api_name=False)
+        next_page.click(lambda state: turn_page(state, 1), [page_state], [page_view, page_nav, page_state],
+                        api_name=False)
+        close_panel.click(lambda: gr.update(visible=False), None, [panel], api_name=False, js=FORGET_SOURCE)
+        stop.click(stop_answer, None, None, api_name=False, queue=False)
+        chatbot.like(give_feedback, [chatbot, convs], [feedback_status], api_name=False)
         for trigger in (question.submit, ask.click):
             trigger(respond, [question, chatbot, convs, k, doc_filter, mode], [chatbot, question, answered], api_name=False
                     ).then(keep_turn, [convs, answered], [convs, chatbot, conv_list, title], api_name=False
