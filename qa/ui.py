@@ -92,13 +92,14 @@ a.qa-cite { text-decoration: none; font-weight: 600; }
 # focusing a marker previews its quote; and Gradio's copy buttons get clean text instead of the HTML.
 PAGE_JS = r"""() => {
   const sourceOf = (a) => document.getElementById((a.getAttribute("href") || "").slice(1));
+  const cited = (src) => { try { return JSON.parse(src.getAttribute("data") || "{}"); } catch (err) { return {}; } };
   const openSource = (src) => {
     const box = document.querySelector("#source-request textarea, #source-request input");
     const go = document.querySelector("#source-open");
-    if (!box || !go || !src.dataset.doc) return false;
+    const c = cited(src);
+    if (!box || !go || !c.doc) return false;
     const mark = src.querySelector("mark");
-    box.value = JSON.stringify({doc: src.dataset.doc, start: src.dataset.start, end: src.dataset.end,
-                                page: src.dataset.page || null, quote: mark ? mark.textContent : ""});
+    box.value = JSON.stringify({...c, quote: mark ? mark.textContent : ""});
     box.dispatchEvent(new Event("input", {bubbles: true}));
     setTimeout(() => go.click(), 0);
     return true;
@@ -131,7 +132,8 @@ PAGE_JS = r"""() => {
     const quote = document.createElement("div");
     quote.textContent = "“" + (mark ? mark.textContent : "") + "”";
     const where = document.createElement("small");
-    where.textContent = (src.dataset.doc || "") + (src.dataset.page ? ", page " + src.dataset.page : "");
+    const c = cited(src);
+    where.textContent = (c.doc || "") + (c.page != null ? ", page " + c.page : "");
     tip.replaceChildren(quote, where);
     document.body.appendChild(tip);
     const r = a.getBoundingClientRect(), t = tip.getBoundingClientRect();
@@ -237,9 +239,9 @@ def render_answer(result: Answer, turn: str) -> str:
     """Answer text with clickable markers, then its own Sources: one line per distinct passage span.
 
     Each source shows its quote; the passage around it sits in a collapsed <details>. ``data-copy``
-    holds the plain line the copy buttons use (see PAGE_JS); ``data-doc``, ``data-start``, ``data-end``
-    and ``data-page`` are what a marker click asks the source panel for, kept with the stored answer so
-    the panel opens the same after a reload.
+    holds the plain line the copy buttons use (see PAGE_JS); ``data`` (JSON: doc, start, end, page; the
+    one such attribute the chat's HTML sanitizer keeps) is what a marker click asks the source panel
+    for, kept with the stored answer so the panel opens the same after a reload.
     """
     answer_text, citations = merge_citations(result)
     text = "".join(f'<a class="qa-cite" href="#src-{turn}-{part[1:-1]}">{part}</a>' if _MARKER_SPLIT.fullmatch(part)
@@ -257,9 +259,9 @@ def render_answer(result: Answer, turn: str) -> str:
         if at >= 0 and c.passage.strip() != c.quote.strip():
             context = (f'<details><summary>in context</summary>{inert(c.passage[:at])}<span class="qa-ctx">'
                        f'{inert(c.quote)}</span>{inert(c.passage[at + len(c.quote):])}</details>')
-        page = "" if c.page is None else str(c.page)
-        blocks.append(f'<div class="qa-source" id="src-{turn}-{n}" data-copy="{inert(plain)}" data-doc="{inert(c.doc_id)}" '
-                      f'data-start="{c.start}" data-end="{c.end}" data-page="{page}"><b>[{n}] {inert(where)}</b> '
+        cited = json.dumps({"doc": c.doc_id, "start": c.start, "end": c.end, "page": c.page}, ensure_ascii=False)
+        blocks.append(f'<div class="qa-source" id="src-{turn}-{n}" data-copy="{inert(plain)}" data="{inert(cited)}">'
+                      f'<b>[{n}] {inert(where)}</b> '
                       f'<small>chars {c.start}–{c.end}</small><br><mark>{inert(c.quote)}</mark>{context}</div>')
     return f"{text}\n\n{SOURCES_OPEN}<b>Sources</b>{''.join(blocks)}</div>"
 
@@ -496,14 +498,20 @@ class StopFlags:
             self._stopped.discard(token)
 
 
-_SOURCE_DATA = re.compile(r'<div class="qa-source"[^>]*?data-doc="([^"]*)" data-start="(\d+)" data-end="(\d+)" '
-                          r'data-page="(\d*)">.*?<mark>(.*?)</mark>', re.S)
+_SOURCE_DATA = re.compile(r'<div class="qa-source"[^>]*? data="([^"]*)">.*?<mark>(.*?)</mark>', re.S)
 
 
 def citations_in_html(content: str) -> list[dict]:
     """The citations a rendered answer shows (doc_id, quote as shown, start, end, page), read from its HTML."""
-    return [{"doc_id": html.unescape(doc), "quote": html.unescape(quote), "start": int(start), "end": int(end),
-             "page": int(page) if page else None} for doc, start, end, page, quote in _SOURCE_DATA.findall(content)]
+    out = []
+    for data, quote in _SOURCE_DATA.findall(content):
+        try:
+            cited = json.loads(html.unescape(data))
+            out.append({"doc_id": str(cited["doc"]), "quote": html.unescape(quote), "start": int(cited["start"]),
+                        "end": int(cited["end"]), "page": cited.get("page")})
+        except (ValueError, KeyError, TypeError):
+            continue
+    return out
 
 
 class FeedbackSubject(NamedTuple):

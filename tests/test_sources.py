@@ -131,8 +131,13 @@ def open_first_pdf_citation(page):
     ask(page, QUESTION)
     marker = page.locator(f"a.qa-cite").first
     source = page.locator(marker.get_attribute("href"))
-    assert source.get_attribute("data-doc") == PDF_NAME
+    assert cited(source)["doc"] == PDF_NAME
     return marker, source
+
+
+def cited(source) -> dict:
+    """What a source element's marker asks the panel for (its ``data`` attribute)."""
+    return json.loads(source.get_attribute("data"))
 
 
 def wait_panel(page, timeout=20_000):
@@ -159,7 +164,7 @@ def test_browser_source_panel_preview_text_page_and_reload(pdf_server, theme):
         page.wait_for_selector("#question textarea", timeout=30_000)
         assert page.locator("#source-panel").count() == 0 or not page.locator("#source-panel").is_visible()
         marker, source = open_first_pdf_citation(page)
-        start, end = int(source.get_attribute("data-start")), int(source.get_attribute("data-end"))
+        start, end = cited(source)["start"], cited(source)["end"]
         quote = text[start:end]
         assert "Ahmed al-Asadi" in quote
 
@@ -204,18 +209,18 @@ def test_browser_source_panel_preview_text_page_and_reload(pdf_server, theme):
 
         # the PDF page with the sentence's area marked, and page navigation
         label = page.locator("#page-label").inner_text()
-        cited = int(page.locator(".qa-page").get_attribute("data-page"))
+        at = int(page.locator(".qa-page").get_attribute("data-page"))
         count = int(page.locator(".qa-page").get_attribute("data-pages"))
-        assert count >= 2 and f"Page {cited} of {count}" in label and "marked" in label
+        assert count >= 2 and f"Page {at} of {count}" in label and "marked" in label
         assert page.locator(".qa-page img").evaluate("i => i.complete && i.naturalWidth > 300")
         assert page.locator(".qa-box").count() >= 1
-        other = page.locator("#page-next") if cited < count else page.locator("#page-prev")
-        back = page.locator("#page-prev") if cited < count else page.locator("#page-next")
+        other = page.locator("#page-next") if at < count else page.locator("#page-prev")
+        back = page.locator("#page-prev") if at < count else page.locator("#page-next")
         other.click()
-        page.wait_for_function(f"document.querySelector('.qa-page')?.dataset.page !== '{cited}'", timeout=10_000)
+        page.wait_for_function(f"document.querySelector('.qa-page')?.dataset.page !== '{at}'", timeout=10_000)
         assert page.locator(".qa-box").count() == 0, "the sentence is not on the other page"
         back.click()
-        page.wait_for_function(f"document.querySelector('.qa-page')?.dataset.page === '{cited}'", timeout=10_000)
+        page.wait_for_function(f"document.querySelector('.qa-page')?.dataset.page === '{at}'", timeout=10_000)
         assert page.locator(".qa-box").count() >= 1
         page.screenshot(path=str(ARTIFACTS / f"ui-source-{theme}.png"))
 
@@ -250,8 +255,7 @@ def test_browser_source_panel_is_a_drawer_on_a_phone(pdf_server):
         assert abs(box["y"] + box["height"] - 844) <= 2 and box["height"] <= 0.8 * 844 + 2, box
         assert page.evaluate("getComputedStyle(document.querySelector('#source-panel')).position") == "fixed"
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
-        assert page.locator("#qa-panel-hit").text_content() == pdf_server["text"][
-            int(source.get_attribute("data-start")):int(source.get_attribute("data-end"))]
+        assert page.locator("#qa-panel-hit").text_content() == pdf_server["text"][cited(source)["start"]:cited(source)["end"]]
         assert hit_in_view(page)
         img = page.locator(".qa-page img").bounding_box()
         assert img["x"] >= 0 and img["x"] + img["width"] <= 391
