@@ -67,7 +67,7 @@ a.qa-cite { text-decoration: none; font-weight: 600; }
 .qa-preview small { display: block; margin-top: .2em; color: #444444; }
 .dark .qa-preview { background: #1f2937; color: #f5f5f5; border-color: #8aa4ff; }
 .dark .qa-preview small { color: #d0d0d0; }
-#source-panel { border-left: 3px solid #8aa4ff; padding-left: .6em; align-self: flex-start; }
+#source-panel { border-left: 3px solid #8aa4ff; padding-left: .6em; align-self: flex-start; flex-wrap: nowrap; }
 .qa-panel-title { margin: 0; font-size: 1.05em; } .qa-panel-where { margin: .1em 0 .4em; font-size: .85em; opacity: .85; }
 #source-text .qa-doc { max-height: 340px; overflow-y: auto; position: relative; line-height: 1.5; padding: .4em .6em;
   border: 1px solid #cccccc; border-radius: 4px; font-size: .92em; }
