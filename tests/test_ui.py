@@ -745,7 +745,8 @@ def test_browser_keyboard_labels_and_phone_tap_targets(server):
         page.keyboard.press("Enter")
         assert page.evaluate("document.activeElement.closest('#question') !== null")
         ask(page, QUESTION)
-        labels = [b.get_attribute("aria-label") or "" for b in page.locator("#chat button").all()]
+        # a button's name is its aria-label, else its text (the feedback flag's "Wrong citation" option)
+        labels = [b.get_attribute("aria-label") or b.text_content() or "" for b in page.locator("#chat button").all()]
         assert labels and all(label.strip() for label in labels), labels
         assert not any("share" in label.lower() for label in labels), labels
         box = page.locator("a.qa-cite").first.bounding_box()
