@@ -44,6 +44,24 @@ class Feedback:
     conversation: str
 
 
+class RepeatFilter:
+    """Drops a verdict that repeats the one just given on the same answer within ``window`` seconds (the
+    chat's flag menu sends its option twice for one click; a double click is one verdict too)."""
+
+    def __init__(self, window: float = 2.0) -> None:
+        self.window = window
+        self._last: dict[str, tuple[object, float]] = {}
+        self._lock = threading.Lock()
+
+    def fresh(self, session: str, key: object, now: float | None = None) -> bool:
+        """Whether ``key`` (answer and verdict) is new for ``session``; remembers it either way."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            last = self._last.get(session)
+            self._last[session] = (key, now)
+            return last is None or last[0] != key or now - last[1] > self.window
+
+
 def verdict_of(liked: object) -> str | None:
     """The verdict a chat feedback event means (Gradio gives True, False or the option's name); None: none."""
     if liked is True or liked == "Like":

@@ -27,7 +27,7 @@ from typing import Callable, NamedTuple, Sequence
 
 from qa.api import (DocumentInfo, answer, answer_stream, document_list, document_titles, excluded_documents,
                     get_engine, index_paths, remove_from_index, source_file)
-from qa.feedback import WRONG_CITATION, append_feedback, feedback_path, make_feedback, verdict_of
+from qa.feedback import WRONG_CITATION, RepeatFilter, append_feedback, feedback_path, make_feedback, verdict_of
 from qa.index import IndexProblem
 from qa.load import SUPPORTED_SUFFIXES, LoadError, load_file
 from qa.retrieve import NOT_FOUND_PREFIX
@@ -934,13 +934,16 @@ def build_app(settings: Settings, index: Path | None = None):
             return gr.skip(), gr.skip(), gr.skip()
         return page_panel(str(state["doc"]), number, state.get("cited"), str(state.get("quote") or ""))
 
-    def give_feedback(history, state, data):
+    repeats = RepeatFilter()
+
+    def give_feedback(history, state, data, request):
         """A thumb or a "Wrong citation" flag on an answer, appended to ``<index>/feedback.jsonl``."""
         verdict = verdict_of(getattr(data, "liked", None))
         at = data.index[0] if isinstance(getattr(data, "index", None), (list, tuple)) else getattr(data, "index", -1)
         conv = current_conversation(conversations(state))
         subject = feedback_subject(list(history or []), int(at), conv) if verdict else None
-        if subject is None:
+        session = getattr(request, "session_hash", None) or "?"
+        if subject is None or not repeats.fresh(session, (conv["id"], int(at), subject.answer, verdict)):
             return gr.skip()
         try:
             record = make_feedback(subject.question, subject.answer, subject.citations, verdict, conv["id"])
@@ -1173,7 +1176,7 @@ def build_app(settings: Settings, index: Path | None = None):
         # module's globals where gradio is not imported (it loads only with the app): set them here
         respond.__annotations__ = {"request": gr.Request}
         stop_answer.__annotations__ = {"request": gr.Request}
-        give_feedback.__annotations__ = {"data": gr.LikeData}
+        give_feedback.__annotations__ = {"data": gr.LikeData, "request": gr.Request}
         source_open.click(open_source, [source_request], [panel, source_text, page_view, page_nav, page_state],
                           api_name=False).then(None, None, None, js=SCROLL_TO_SOURCE)
         prev_page.click(lambda state: turn_page(state, -1), [page_state], [page_view, page_nav, page_state],

@@ -31,6 +31,17 @@ def test_verdicts_from_the_chat_events():
     assert verdict_of(None) is None and verdict_of("Other") is None
 
 
+def test_a_repeated_verdict_on_the_same_answer_counts_once():
+    from qa.feedback import RepeatFilter
+
+    guard = RepeatFilter(window=2.0)
+    assert guard.fresh("s1", ("c", 1, "up"), now=10.0)
+    assert not guard.fresh("s1", ("c", 1, "up"), now=10.5), "the flag menu's second event"
+    assert guard.fresh("s2", ("c", 1, "up"), now=10.6), "another browser"
+    assert guard.fresh("s1", ("c", 1, "down"), now=10.7) and guard.fresh("s1", ("c", 1, "up"), now=10.8)
+    assert guard.fresh("s1", ("c", 1, "up"), now=13.0), "the same verdict given again later"
+
+
 def test_append_and_read_back_one_line_per_verdict(tmp_path):
     path = tmp_path / "idx" / FEEDBACK_FILE
     first = make_feedback("Who?", "Ali [1].", CITES, "up", "c1", when=0)
