@@ -216,3 +216,31 @@ def test_a_finished_answer_joins_its_own_conversation_as_the_browser_has_it_now(
     assert [c["id"] for c in gone["items"]] == ["b"] and gone["items"][0]["turns"] == []
     assert add_turns(None, {"conversation": "x", "turns": turns})["items"][0]["turns"] == []
     assert conversations(after) == after
+
+
+def test_stop_flags_are_per_session_and_per_answer():
+    from qa.ui import StopFlags
+
+    flags = StopFlags()
+    assert not flags.stop("s1"), "nothing is being written"
+    one = flags.start("s1")
+    other = flags.start("s2")
+    assert flags.stop("s1") and flags.stopped(one) and not flags.stopped(other)
+    flags.finish("s1", one)
+    assert not flags.stopped(one) and not flags.stop("s1")
+    again = flags.start("s1")
+    assert not flags.stopped(again), "a new answer starts unstopped"
+    flags.finish("s1", one)  # an old answer finishing late leaves the new one registered
+    assert flags.stop("s1") and flags.stopped(again)
+
+
+def test_a_stopped_answer_leaves_a_note_and_no_history():
+    from qa.ui import STOPPED, plain_history, stopped_chat
+
+    asked = [{"role": "user", "content": "Q1"}, {"role": "assistant", "content": "A1"}, {"role": "user", "content": "Q2"}]
+    shown = stopped_chat(asked)
+    assert shown[:3] == asked and len(shown) == 4 and STOPPED in shown[3]["content"]
+    assert STOPPED == "Stopped: nothing of this answer was kept."
+    later = shown + [{"role": "user", "content": "Q3"}, {"role": "assistant", "content": "A3"}]
+    assert plain_history(later) == [{"role": "user", "content": "Q1"}, {"role": "assistant", "content": "A1"},
+                                    {"role": "user", "content": "Q3"}, {"role": "assistant", "content": "A3"}]
