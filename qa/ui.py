@@ -6,6 +6,11 @@ storage (with each answer's citations as data, for the Markdown export), so a re
 or a server restart shows the same answers with the same citations. The reports
 manager lists the index and removes reports: the app's own uploads with their files,
 anything else from the index only (see :func:`remove_report`).
+
+A marker click opens its report in the source panel (:mod:`qa.sources`: the text from the index
+store, a PDF's page rendered with the sentence boxed). Stop ends the answer being written through a
+per-session flag the answer's generator checks (:class:`StopFlags`). Thumbs and the "Wrong citation"
+flag append to ``<index>/feedback.jsonl`` (:mod:`qa.feedback`).
 """
 from __future__ import annotations
 
