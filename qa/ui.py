@@ -1182,8 +1182,9 @@ def build_app(settings: Settings, index: Path | None = None):
         respond.__annotations__ = {"request": gr.Request}
         stop_answer.__annotations__ = {"request": gr.Request}
         give_feedback.__annotations__ = {"data": gr.LikeData, "request": gr.Request}
+        # always_last: a second marker clicked while the first one's source loads is shown, not dropped
         source_open.click(open_source, [source_request], [panel, source_text, page_view, page_nav, page_state],
-                          api_name=False).then(None, None, None, js=SCROLL_TO_SOURCE)
+                          api_name=False, trigger_mode="always_last").then(None, None, None, js=SCROLL_TO_SOURCE)
         prev_page.click(lambda state: turn_page(state, -1), [page_state], [page_view, page_nav, page_state],
                         api_name=False)
         next_page.click(lambda state: turn_page(state, 1), [page_state], [page_view, page_nav, page_state],

@@ -281,8 +281,9 @@ def test_browser_source_panel_reads_only_indexed_reports(pdf_server):
                 box.value = JSON.stringify({doc, start: 0, end: 30, page: null, quote: ''});
                 box.dispatchEvent(new Event('input', {bubbles: true}));
                 setTimeout(() => document.querySelector('#source-open').click(), 0); }""", doc)
-            page.wait_for_function("document.querySelector('#source-message')?.innerText.includes("
-                                   f"{json.dumps(doc)})", timeout=10_000)
+            said = f"⚠️ {doc} is no longer in the index."
+            page.wait_for_function(f"document.querySelector('#source-message')?.innerText.trim() === {json.dumps(said)}",
+                                   timeout=10_000)
             shown = page.locator("#source-panel").inner_text()
             assert "no longer in the index" in shown and "root:" not in shown and "Traceback" not in shown
             assert page.locator("#qa-panel-hit").count() == 0
