@@ -3,7 +3,7 @@ import ast
 from pathlib import Path
 
 ORDER = ["settings", "types", "text", "load", "chunk", "embed", "parse", "index", "question", "retrieve", "extractive",
-         "generate", "cite", "api", "evaluation", "bench", "ui", "cli"]
+         "generate", "cite", "api", "feedback", "sources", "evaluation", "bench", "ui", "cli"]
 PKG = Path(__file__).resolve().parent.parent / "qa"
 
 
