@@ -1,6 +1,6 @@
 """The source panel (#15 item 1) on a real server and Chromium, and its pure functions.
 
-The reports: seed 000 printed to a three-page PDF by Chromium (so the cited sentence has a page, a
+The reports: seed 000 printed to a PDF of two pages or more by Chromium (so the cited sentence has a page, a
 rendered image and character boxes) and seed 002 as text.
 """
 import json
@@ -102,7 +102,7 @@ def test_render_page_marks_the_quote_on_a_real_pdf(tmp_path):
 # ---------------------------------------------------------------- the browser
 
 def alliance_pdf(target: Path) -> Path:
-    """Seed 000 printed by Chromium in a large type, so it runs over three pages."""
+    """Seed 000 printed by Chromium in a large type, so it runs over more than one page."""
     markup = report_html("Mujahideen Alliance report", seed_paragraphs(ROOT / "seeds" / "000_e8572f977ee04a7c.txt"))
     return print_to_pdf(markup.replace("font-size:11pt", "font-size:19pt"), target)
 
@@ -222,6 +222,7 @@ def test_browser_source_panel_preview_text_page_and_reload(pdf_server, theme):
         back.click()
         page.wait_for_function(f"document.querySelector('.qa-page')?.dataset.page === '{at}'", timeout=10_000)
         assert page.locator(".qa-box").count() >= 1
+        page.wait_for_timeout(1000)  # the loading shade over the page image fades
         page.screenshot(path=str(ARTIFACTS / f"ui-source-{theme}.png"))
 
         # a reload opens the same source again
