@@ -188,7 +188,7 @@ def format_scale(rows: Sequence[dict]) -> str:
 def _scale_build(texts_from: str, target: str, n: str) -> dict:
     import numpy as np
 
-    from qa.index import BM25_B, BM25_K1, FORMAT_VERSION, Bm25Search, FaissSearch, Index, PassageStore, save_index
+    from qa.index import BM25_B, BM25_K1, FORMAT_VERSION, Bm25Search, FaissSearch, Index, PassageStore, reads_lead, save_index
     from qa.load import load_corpus
     from qa.chunk import split_sentences
     from qa.types import Document
@@ -223,13 +223,14 @@ def _scale_build(texts_from: str, target: str, n: str) -> dict:
     vectors = centers[rng.integers(0, 1024, n)] + 0.6 * rng.standard_normal((n, 384)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     # sentence vectors are embedded on demand (the default): none are stored
-    store = PassageStore(documents, passages, np.arange(n, dtype=np.int64), sentences, vectors, None)
+    store = PassageStore(documents, passages, np.arange(n, dtype=np.int64), sentences, vectors, None,
+                         lead=reads_lead(settings.index_params()))
     t0 = time.perf_counter()
     dense = FaissSearch.build(store.ids, vectors, store.passage_vectors)
     kind = dense.kind
     dense_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    keyword = Bm25Search.build(store.ids, store.passage_texts(store.ids), store.passage_texts)
+    keyword = Bm25Search.build(store.ids, store.searched_texts(store.ids), store.searched_texts)
     bm25_s = time.perf_counter() - t0
     manifest = {"format": FORMAT_VERSION, "params": settings.index_params(), "dimension": 384,
                 "documents": {d.doc_id: d.fingerprint for d in documents}, "passages": n, "sentences": len(sentences),
@@ -312,7 +313,7 @@ def _scale_milvus(target: str, store: str, queries: str) -> dict:
         t0 = time.perf_counter()
         for lo in range(0, n, 20_000):
             ids = st.ids[lo:lo + 20_000]
-            search.add_passages([st.passage(int(i)) for i in ids], st.passage_vectors(ids))
+            search.add_passages([st.passage(int(i)) for i in ids], st.passage_vectors(ids), list(st.searched_texts(ids)))
         search.flush()
         search.count()  # loaded and indexed: the first query is not the one that waits
         insert_s = time.perf_counter() - t0

@@ -27,6 +27,7 @@ _STARTERS = frozenset(
 )
 _segmenter_local = threading.local()
 PROGRESS_EVERY = 256 * 1024  # characters between progress reports inside one document
+LEAD_CHARS = 200  # a lead is a headline, not a paragraph
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,28 @@ def chunk_document(doc: Document, chunk_chars: int, overlap: int,
     if progress:
         progress(len(doc.text), len(doc.text))
     return sentences, passages
+
+
+def passage_lead(title: str, limit: int = LEAD_CHARS) -> str:
+    """What each passage of a document is searched with: its title, whitespace folded.
+
+    A passage from the middle of a news story rarely names the story ("the minister said
+    she would step down"): read with the headline, it is found by questions that name it.
+    A report without a title gets no lead: its first sentence before every passage blurred
+    them (seeds answer recall 0.81 -> 0.76-0.78). The lead is searched, never cited:
+    citations stay offsets into the document text.
+    """
+    return " ".join(title.split())[:limit].rstrip()
+
+
+def searched_text(lead: str, passage: str) -> str:
+    """The text a passage is embedded and keyword-indexed as: its lead, then itself.
+
+    A passage that already holds its lead (the document's first) is searched as it is.
+    """
+    if not lead or lead in " ".join(passage[:len(lead) * 2 + 40].split()):
+        return passage
+    return f"{lead}\n{passage}"
 
 
 def _pack(doc_id: str, sentences: list[Sentence], lo: int, hi: int, page: int | None,

@@ -151,3 +151,19 @@ def ray_cluster():
     ray.init(num_cpus=2, object_store_memory=200 * 2**20, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
+
+
+def titled_report(folder: Path) -> Path:
+    """An HTML report whose later paragraphs never repeat the words of its title."""
+    body = "".join(f"<p>{s}</p>" for s in [
+        "Rescue boats reached the capsized vessel two hours after it left the harbour at dawn.",
+        "Coast guard divers searched the hull through the night while families waited on the quay.",
+        "Officials said the boat carried twice the number of passengers it was licensed for. " * 8,
+        "The port authority suspended all sailings until an inquiry reports, the minister told parliament. " * 8,
+        "Insurers estimated the losses at four million dollars, most of it cargo and the vessel itself. " * 8,
+    ])
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "ferry.html"
+    path.write_text(f"<html><head><title>Zanzibar ferry disaster</title></head><body>{body}</body></html>",
+                    encoding="utf-8")
+    return path

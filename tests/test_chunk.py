@@ -103,3 +103,18 @@ def test_a_long_document_reports_its_own_progress(tmp_path, monkeypatch):
     inside = [(done, total) for stage, done, total in seen if stage == "chunking 000_e8572f977ee04a7c.txt (characters)"]
     assert len(inside) >= 3
     assert [d for d, _ in inside] == sorted(d for d, _ in inside) and inside[-1][0] == inside[-1][1]
+
+
+def test_a_passage_is_searched_with_its_documents_title():
+    """The title goes before every passage that does not already hold it; a report without a
+    title is searched as written (its first sentence before every passage blurred the seeds)."""
+    from qa.chunk import passage_lead, searched_text
+
+    text = "Ferry sinks off Zanzibar\n\nThe vessel left port at dawn. Most passengers were rescued."
+    assert passage_lead("  Ferry sinks\n off Zanzibar ") == "Ferry sinks off Zanzibar"
+    assert passage_lead("") == ""
+    assert len(passage_lead("word " * 100)) <= 200
+    lead = "Ferry sinks off Zanzibar"
+    assert searched_text(lead, "Most passengers were rescued.") == lead + "\nMost passengers were rescued."
+    assert searched_text(lead, text[:55]) == text[:55]  # the first passage holds the title already
+    assert searched_text("", "Most passengers were rescued.") == "Most passengers were rescued."

@@ -14,6 +14,9 @@ import pytest
 import qa
 from qa.index import IndexCorrupt, IndexMismatch, IndexNotFound, check_index, load_index, terms
 from qa.retrieve import Query, Retriever
+from qa.settings import Settings
+
+from .conftest import titled_report
 
 SEEDS = Path(__file__).resolve().parent.parent / "seeds"
 
@@ -329,3 +332,41 @@ def test_sentence_vectors_on_demand_are_never_stored_and_match_their_definition(
     assert len(small._cache) == 2
     with pytest.raises(ValueError, match="QA_SENTENCE_POOLING"):
         load_index(seeds_index, replace(settings, sentence_pooling="tokens"))
+
+
+@pytest.mark.parametrize("lead", ["title", "none"])
+def test_passages_are_found_by_their_reports_title(tmp_path, lead):
+    """With leads, every passage of a titled report is found by the title's words, by BM25 and
+    through an update; citations still quote the document text, never the title."""
+    corpus = tmp_path / "corpus"
+    titled_report(corpus)
+    s = Settings.from_env(passage_lead=lead)
+    path = tmp_path / "idx"
+    qa.index_paths([corpus], index=path, settings=s)
+    index = load_index(path, s)
+    ids = index.store.ids_of_documents(["ferry.html"])
+    assert len(ids) >= 3
+    later = [int(i) for i in ids if "zanzibar" not in index.store.passage(int(i)).text.lower()]
+    assert later, "the test needs passages that never name Zanzibar"
+    found = {pid for pid, _ in index.keyword.search(["zanzibar"], 50)}
+    assert set(later) <= found if lead == "title" else not set(later) & found
+    (corpus / "other.txt").write_text("A bulletin about grain exports from Odesa.", encoding="utf-8")
+    qa.index_paths([corpus], index=path, settings=s)  # the keyword index is rebuilt from the store's texts
+    again = load_index(path, s)
+    found = {pid for pid, _ in again.keyword.search(["zanzibar"], 50)}
+    assert (set(later) <= found) == (lead == "title")
+    result = qa.answer("What did the coast guard divers search through the night?", index=path, settings=s)
+    assert result.citations and all("Zanzibar ferry disaster" not in c.quote for c in result.citations)
+
+
+def test_the_lead_changes_the_passage_vector_as_the_build_embeds_it(tmp_path, embedder):
+    """A passage's stored vector is the embedding of its searched text (title, then passage)."""
+    corpus = tmp_path / "corpus"
+    titled_report(corpus)
+    s = Settings.from_env(passage_lead="title")
+    qa.index_paths([corpus], index=tmp_path / "idx", settings=s)
+    store = load_index(tmp_path / "idx", s).store
+    ids = store.ids_of_documents(["ferry.html"])
+    texts = list(store.searched_texts(ids))
+    assert any(t.startswith("Zanzibar ferry disaster\n") for t in texts)
+    np.testing.assert_allclose(store.passage_vectors(ids), embedder.encode(texts), atol=1e-4)

@@ -17,7 +17,7 @@ from qa.index import IndexCorrupt, IndexMismatch, MilvusSearch, StoreUnavailable
 from qa.index.milvus import parse_store
 from qa.settings import Settings
 
-from .conftest import SEEDS, MilvusServer
+from .conftest import SEEDS, MilvusServer, titled_report
 
 ROOT = Path(__file__).resolve().parent.parent
 SET = ROOT / "eval" / "seeds.jsonl"
@@ -270,3 +270,17 @@ def test_passages_dropped_by_an_update_are_deleted_after_it_goes_live(milvus_ser
     qa.index_paths([corpus], index=path, settings=settings)
     index = load_index(path, settings)
     assert index.dense.count() == index.manifest["passages"]
+
+
+def test_ray_embeds_each_passage_with_its_lead_as_the_local_build_does(ray_cluster, tmp_path, settings):
+    """Passages embedded on Ray are read with their report's title exactly as a local build reads them."""
+    corpus = tmp_path / "corpus"
+    titled_report(corpus)
+    local, ray_built = tmp_path / "local", tmp_path / "ray"
+    qa.index_paths([corpus], index=local, settings=settings)
+    qa.index_paths([corpus], index=ray_built, settings=settings, ray="auto")
+    a, b = load_index(local, settings).store, load_index(ray_built, settings).store
+    ids = a.ids_of_documents(["ferry.html"])
+    assert any(t.startswith("Zanzibar ferry disaster\n") for t in a.searched_texts(ids))
+    np.testing.assert_allclose(a.passage_vectors(ids), b.passage_vectors(b.ids_of_documents(["ferry.html"])),
+                               atol=1e-4)

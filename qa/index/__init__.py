@@ -51,14 +51,14 @@ from typing import Callable, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from qa.chunk import chunk_document
+from qa.chunk import chunk_document, passage_lead, searched_text
 from qa.embed import Embedder, get_query_encoder
 from qa.index.dense import EXACT_FILTER_MAX, EXACT_MAX, HNSW_MAX, DenseSearch, FaissSearch, carry_over, kind_for
 from qa.index.keyword import BM25_B, BM25_K1, Bm25Search, KeywordSearch
 from qa.index.milvus import MilvusSearch, MilvusTarget, StoreUnavailable, collection_name, parse_store
 from qa.index.store import (NO_PAGE, P_DOC, P_END, P_FIRST, P_LAST, P_PAGE, P_START, S_DOC, S_END, S_PAGE, S_START,
                             DocumentStore, IndexCorrupt, IndexMismatch, IndexNotFound, IndexProblem, IndexWriteError,
-                            PassageStore, corrupt, file_digest, live, read_manifest, reading, table_problem,
+                            PassageStore, corrupt, file_digest, live, read_manifest, reading, reads_lead, table_problem,
                             verify_files, write_generation, SentenceEncoder)
 from qa.index.terms import STOPWORDS, terms
 from qa.settings import Settings
@@ -187,7 +187,11 @@ def build_index(
     doc_blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray]] = []
     fresh_p_text: list[str] = []
     fresh_s_text: list[str] = []
+    fresh_shift: list[int] = []  # per fresh passage: characters of lead put before it
     fresh_slots: list[tuple[int, int, int]] = []  # (block, n_passages, n_sentences)
+    if settings.passage_lead not in ("title", "none"):
+        raise ValueError(f"QA_PASSAGE_LEAD={settings.passage_lead!r}: use 'title' or 'none'")
+    with_lead = reads_lead(settings.index_params())
     ready_vecs: list[np.ndarray | None] = []  # per fresh slot: vectors made elsewhere, or None to embed here
     for doc_i, doc in enumerate(documents):
         prior = old.get(doc.doc_id)
@@ -218,7 +222,11 @@ def build_index(
             ready_vecs.append(ready.vectors)
         else:
             ready_vecs.append(None)
-            fresh_p_text.extend(doc.text[p.start:p.end] for p in spans)
+            lead = passage_lead(doc.title) if with_lead else ""
+            for p in spans:
+                text = doc.text[p.start:p.end]
+                fresh_p_text.append(searched_text(lead, text) if lead else text)
+                fresh_shift.append(len(fresh_p_text[-1]) - len(text))
             fresh_s_text.extend(doc.text[s.start:s.end] for s in sentences)
         doc_blocks.append((p_tab, s_tab, None, None, np.arange(next_id, next_id + len(spans), dtype=np.int64)))
         next_id += len(spans)
@@ -230,7 +238,7 @@ def build_index(
         raise ValueError("documents embedded elsewhere carry passage vectors only: use QA_SENTENCE_VECTORS=ondemand")
     if settings.sentence_vectors == "derived":
         p_vecs, s_vecs = _embed_derived(embedder, fresh_p_text, fresh_s_text, doc_blocks, fresh_slots,
-                                        settings.batch_size, progress, settings.sentence_context)
+                                        settings.batch_size, progress, settings.sentence_context, fresh_shift)
     else:
         p_vecs, s_vecs = _embed_unique(embedder, fresh_p_text, [] if on_demand else fresh_s_text,
                                        settings.batch_size, progress)
@@ -260,14 +268,14 @@ def build_index(
     passage_vectors = _stack([b[2] for b in doc_blocks], 0 if target is not None else dim)
     store = PassageStore(list(documents), passages, _ids([b[4] for b in doc_blocks]), sentences, passage_vectors,
                          None if on_demand else _stack([b[3] for b in doc_blocks], dim), sentence_encoder(settings),
-                         dim=dim, context=pooling_context(settings))
+                         dim=dim, context=pooling_context(settings), lead=with_lead)
     added = _ids(fresh_ids)
     if target is not None:
         dense = keyword = _fill_milvus(target, store, previous, added, p_vecs, dim,
                                        fixed_params(settings, dim), name, progress)
     elif previous is None:
         dense: DenseSearch = FaissSearch.build(store.ids, passage_vectors, store.passage_vectors)
-        keyword: KeywordSearch = Bm25Search.build(store.ids, store.passage_texts(store.ids), store.passage_texts)
+        keyword: KeywordSearch = Bm25Search.build(store.ids, store.searched_texts(store.ids), store.searched_texts)
     else:
         removed = previous.store.ids[~np.isin(previous.store.ids, store.ids)]
         dense, keyword = previous.dense, previous.keyword
@@ -280,9 +288,9 @@ def build_index(
             raise IndexMismatch("a Milvus index cannot be updated as a local one")
         if len(removed) or len(added):
             if isinstance(keyword, Bm25Search):
-                keyword.texts_of = store.passage_texts  # the survivors' texts, for the rebuild bm25s needs
+                keyword.texts_of = store.searched_texts  # the survivors' texts, for the rebuild bm25s needs
             keyword.delete(removed)
-            keyword.add(added, store.passage_texts(added))
+            keyword.add(added, store.searched_texts(added))
     manifest = {
         "format": FORMAT_VERSION,
         "params": settings.index_params(),
@@ -332,7 +340,7 @@ def _fill_milvus(target: MilvusTarget, store: PassageStore, previous: Index | No
         if len(unfinished):
             search.delete(unfinished)
         removed = previous.store.ids[~np.isin(previous.store.ids, store.ids)]
-        search.forget(previous.store.passage_texts(removed))
+        search.forget(previous.store.searched_texts(removed))
     else:
         search = MilvusSearch.create(target, collection_name(name), dim, fixed)
         removed = np.zeros(0, np.int64)
@@ -340,7 +348,8 @@ def _fill_milvus(target: MilvusTarget, store: PassageStore, previous: Index | No
         block = 5_000
         for lo in range(0, len(added), block):
             ids = added[lo:lo + block]
-            search.add_passages([store.passage(int(i)) for i in ids], vectors[lo:lo + block])
+            search.add_passages([store.passage(int(i)) for i in ids], vectors[lo:lo + block],
+                                list(store.searched_texts(ids)))
             if progress:
                 progress("storing in Milvus", min(lo + block, len(added)), len(added))
         search.next_id = max(search.next_id, store.next_id)
@@ -375,8 +384,10 @@ def _embed_unique(embedder: Embedder, p_text: list[str], s_text: list[str], batc
 
 def _embed_derived(embedder: Embedder, p_text: list[str], s_text: list[str], blocks: list,
                    slots: list[tuple[int, int, int]], batch_size: int, progress: Progress | None,
-                   context: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+                   context: float = 0.0, shifts: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
     """Passage vectors and, from the same forward pass, each sentence's pooled tokens.
+
+    ``shifts``: per passage, the characters its searched text puts before it (its lead).
 
     A sentence shared by two passages (the overlap) takes its vector from the first,
     less ``context`` times that passage's vector (what all its sentences share).
@@ -387,6 +398,7 @@ def _embed_derived(embedder: Embedder, p_text: list[str], s_text: list[str], blo
         p_tab, s_tab = blocks[block][0], blocks[block][1]
         found: list[tuple[int, int] | None] = [None] * len(s_tab)
         for _, p0, _, _, f, l in p_tab.tolist():
+            p0 -= shifts[len(spans)] if shifts else 0
             spans.append([(int(s_tab[r, 1]) - p0, int(s_tab[r, 2]) - p0) for r in range(f, l)])
             for j, r in enumerate(range(f, l)):
                 if found[r] is None:
@@ -531,7 +543,7 @@ def _load_generation(path: Path, gen: Path, manifest: dict, mmap: bool,
         return Index(manifest, store, search, search, path)
     with reading(path, "dense.faiss"):
         dense = FaissSearch.load(gen, store.passage_vectors, str(manifest.get("dense") or ""))
-    keyword = Bm25Search.load(gen, store.passage_texts, mmap)
+    keyword = Bm25Search.load(gen, store.searched_texts, mmap)
     shapes = [
         ("dense.faiss", len(dense) == manifest["passages"]),
         ("keyword_ids.npy", len(keyword) == manifest["passages"]),

@@ -273,11 +273,15 @@ class MilvusSearch:
 
     # ------------------------------------------------------------ writes
 
-    def add_passages(self, passages: Sequence[Passage], vectors: np.ndarray) -> None:
-        """Upsert ``passages`` (by id) with their vectors, in batches; counts their terms."""
+    def add_passages(self, passages: Sequence[Passage], vectors: np.ndarray,
+                     searched: Sequence[str] | None = None) -> None:
+        """Upsert ``passages`` (by id) with their vectors, in batches; counts their terms.
+
+        ``searched``: the texts their terms come from, when not the passages' own (a lead before each).
+        """
         rows = []
-        for p, vec in zip(passages, vectors):
-            toks = terms(p.text)
+        for i, (p, vec) in enumerate(zip(passages, vectors)):
+            toks = terms(searched[i] if searched is not None else p.text)
             self.counts.update(set(toks))
             rows.append({"id": int(p.passage_id), "doc_id": p.doc_id, "start": int(p.start), "end": int(p.end),
                          "page": -1 if p.page is None else int(p.page), "text": _clip(p.text, TEXT_MAX),

@@ -21,8 +21,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from qa.chunk import chunk_document
+from qa.chunk import chunk_document, passage_lead, searched_text
 from qa.index import Prepared
+from qa.index.store import reads_lead
 from qa.load import LoadError, Skipped, corpus_files, file_fingerprint, load_path
 from qa.settings import Settings
 from qa.types import Document
@@ -94,17 +95,20 @@ def load_and_chunk(batch: dict, chunk_chars: int, chunk_overlap: int) -> dict:
 class EmbedPassages:
     """Ray actor: the bundled model loaded once, embedding the passages of each document row."""
 
-    def __init__(self, model: str, batch_size: int) -> None:
+    def __init__(self, model: str, batch_size: int, lead: bool = False) -> None:
         from qa.embed import Embedder
 
         self.embedder = Embedder(model, batch_size)
         self.batch_size = batch_size
+        self.lead = lead
 
     def __call__(self, batch: dict) -> dict:
         texts, owners = [], []
-        for i, (text, spans) in enumerate(zip(batch["text"], batch["spans"])):
+        for i, (text, title, spans) in enumerate(zip(batch["text"], batch["title"], batch["spans"])):
+            text = str(text)
+            lead = passage_lead(str(title or "")) if self.lead else ""  # as build_index reads a passage
             for start, end, *_ in spans:
-                texts.append(str(text)[int(start):int(end)])
+                texts.append(searched_text(lead, text[int(start):int(end)]) if lead else text[int(start):int(end)])
                 owners.append(i)
         vectors = self.embedder.encode(texts, batch_size=self.batch_size) if texts else np.zeros((0, 1), np.float32)
         per_row: list[list[bytes]] = [[] for _ in batch["text"]]
@@ -170,7 +174,8 @@ def prepare_on_ray(paths: Sequence[str | os.PathLike], settings: Settings, known
                                                                 "chunk_overlap": settings.chunk_overlap},
                         num_cpus=1, max_retries=TASK_RETRIES, retry_exceptions=True)
     ds = ds.map_batches(EmbedPassages, batch_size=4, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1,
-                        fn_constructor_kwargs={"model": settings.model, "batch_size": settings.batch_size})
+                        fn_constructor_kwargs={"model": settings.model, "batch_size": settings.batch_size,
+                                               "lead": reads_lead(settings.index_params())})
     done = 0
     seen: set[str] = set(unchanged)
     rows = iter(ds.iter_rows())

@@ -29,6 +29,7 @@ from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
+from qa.chunk import passage_lead, searched_text
 from qa.types import Document, Page, Passage, Sentence
 
 GENERATION = re.compile(r"gen-[\w.-]+")
@@ -190,7 +191,7 @@ class PassageStore:
     def __init__(self, documents: Sequence[Document], passages: np.ndarray, passage_ids: np.ndarray,
                  sentences: np.ndarray, passage_vectors: np.ndarray, sentence_vectors: np.ndarray | None,
                  encoder: Callable[[], SentenceEncoder] | None = None, cache_size: int = SENTENCE_CACHE,
-                 dim: int | None = None, context: float | None = None) -> None:
+                 dim: int | None = None, context: float | None = None, lead: bool = False) -> None:
         self.documents = documents
         # passage vectors live in the search engine instead when it is not local (then 0 columns here)
         self.dim = int(dim if dim is not None else passage_vectors.shape[1])
@@ -204,6 +205,8 @@ class PassageStore:
             sentence_vectors if sentence_vectors.dtype == np.float16 else sentence_vectors.astype(np.float16))
         self.encoder = encoder
         self.context = context
+        self.lead = lead
+        self._leads: dict[int, str] = {}
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
@@ -268,6 +271,20 @@ class PassageStore:
         for row in self.rows(ids).tolist():
             doc_i, start, end = self.table[row, :3].tolist()
             yield self.documents[doc_i].text[start:end]
+
+    def searched_texts(self, ids: np.ndarray | Sequence[int]) -> Iterator[str]:
+        """The texts passages ``ids`` are embedded and keyword-indexed as: with their document's
+        lead when this index reads passages so (``lead``), else as written."""
+        for row in self.rows(ids).tolist():
+            doc_i, start, end = self.table[row, :3].tolist()
+            text = self.documents[doc_i].text[start:end]
+            yield searched_text(self._lead(doc_i), text) if self.lead else text
+
+    def _lead(self, doc_i: int) -> str:
+        lead = self._leads.get(doc_i)
+        if lead is None:
+            lead = self._leads[doc_i] = passage_lead(self.documents[doc_i].title)
+        return lead
 
     def passage_vectors(self, ids: np.ndarray | Sequence[int]) -> np.ndarray:
         """The stored vectors of passages ``ids``, in that order."""
@@ -463,7 +480,13 @@ class PassageStore:
         if problem:
             raise IndexCorrupt(corrupt(path, problem))
         return cls(documents, arrays["passages"], arrays["passage_ids"], arrays["sentences"],
-                   arrays["passage_vectors"], arrays["sentence_vectors"], encoder, dim=dim, context=context)
+                   arrays["passage_vectors"], arrays["sentence_vectors"], encoder, dim=dim, context=context,
+                   lead=reads_lead(manifest.get("params") or {}))
+
+
+def reads_lead(params: dict) -> bool:
+    """Whether an index built with ``params`` searches each passage with its document's lead."""
+    return str(params.get("passage_lead", "none")).startswith("title")
 
 
 def table_problem(passages: np.ndarray, sentences: np.ndarray, lengths: Sequence[int]) -> str | None:
