@@ -277,17 +277,18 @@ def _scale_update(texts_from: str, target: str, n_docs: str) -> dict:
 
     n_docs = int(n_docs)
     settings = Settings()
-    rng = np.random.default_rng(2)
     pool = _sentence_pool(texts_from)
     t0 = time.perf_counter()
     current = load_index(Path(target), settings)
+    stamp = int(current.manifest["next_id"])  # a different update on every run
+    rng = np.random.default_rng(stamp)
     documents = list(current.documents)  # what `qa index` would have loaded from the corpus files
     centers = current.store.passage_vectors(current.store.ids[rng.integers(0, len(current.store), 1024)])
     gather_s = time.perf_counter() - t0
     del current
     changed = rng.choice(len(documents), n_docs // 2, replace=False)
     edits = [(int(i), documents[i].doc_id) for i in changed]
-    edits += [(len(documents) + j, f"synthetic/new-{j:05d}.txt") for j in range(n_docs - len(edits))]
+    edits += [(len(documents) + j, f"synthetic/new-{stamp}-{j:05d}.txt") for j in range(n_docs - len(edits))]
     prepared = {}
     for slot, doc_id in edits:
         parts, sentences, spans, at = [], [], [], 0
@@ -298,7 +299,7 @@ def _scale_update(texts_from: str, target: str, n_docs: str) -> dict:
                 parts.append(pool[j])
                 at += len(pool[j]) + 1
             spans.append((sentences[first][0], at - 1, -1, first, len(sentences)))
-        doc = Document(doc_id, " ".join(parts), fingerprint=f"updated-{slot}")
+        doc = Document(doc_id, " ".join(parts), fingerprint=f"updated-{stamp}-{slot}")
         if slot < len(documents):
             documents[slot] = doc
         else:
