@@ -155,7 +155,7 @@ def run_scale(sizes: Sequence[int], texts_from: Path, work: Path | None = None, 
             built = _phase("scale-build", str(texts_from), str(target), str(n))
             served = _phase("scale-query", str(target), str(queries))
             disk = _disk_mb(target)
-            updated = _phase("scale-update", str(texts_from), str(target), str(update_docs)) if update_docs else {}
+            updated = _phase("scale-update", str(target), str(update_docs)) if update_docs else {}
             results.append({"passages": n, **built, **served, **updated, "disk_mb": disk})
             if store:
                 results.append({"passages": n, **_phase("scale-milvus", str(target), store, str(queries))})
@@ -267,9 +267,12 @@ def _synthetic_vectors(rng, n: int, centers):
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-def _scale_update(texts_from: str, target: str, n_docs: str) -> dict:
+def _scale_update(target: str, n_docs: str) -> dict:
     """Update a scale index with ``n_docs`` synthetic documents (half changed, half new) through
-    :func:`qa.index.update_index`, vectors given (:class:`qa.index.Prepared`), so no embedding is timed."""
+    :func:`qa.index.update_index`, vectors given (:class:`qa.index.Prepared`), so no embedding is timed.
+
+    Their sentences are drawn from the index itself: real text, and no corpus to re-split.
+    """
     import numpy as np
 
     from qa.index import Bm25Search, Prepared, load_index, update_index
@@ -277,13 +280,14 @@ def _scale_update(texts_from: str, target: str, n_docs: str) -> dict:
 
     n_docs = int(n_docs)
     settings = Settings()
-    pool = _sentence_pool(texts_from)
     t0 = time.perf_counter()
     current = load_index(Path(target), settings)
     stamp = int(current.manifest["next_id"])  # a different update on every run
     rng = np.random.default_rng(stamp)
     documents = list(current.documents)  # what `qa index` would have loaded from the corpus files
     centers = current.store.passage_vectors(current.store.ids[rng.integers(0, len(current.store), 1024)])
+    rows = rng.integers(0, current.store.sentence_count, n_docs * SCALE_PER_DOC * SCALE_PER_PASSAGE)
+    pool = [" ".join(current.store.sentence_text(int(r)).split()) for r in rows]
     gather_s = time.perf_counter() - t0
     del current
     changed = rng.choice(len(documents), n_docs // 2, replace=False)
