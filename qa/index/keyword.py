@@ -123,7 +123,7 @@ class TermCounts:
         out_tf[old_at], out_tf[new_at] = self.tf, tf
         return TermCounts(list(vocab), indptr, out_rows, out_tf, self.n_docs + len(lengths))
 
-    def bm25(self, k1: float = BM25_K1, b: float = BM25_B):
+    def bm25(self, k1: float = BM25_K1, b: float = BM25_B) -> "bm25s.BM25":  # noqa: F821 (imported lazily)
         """A bm25s index (method "lucene") over these counts, its scores computed by bm25s' own functions."""
         from bm25s.tokenization import Tokenized
 
