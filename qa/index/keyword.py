@@ -276,10 +276,10 @@ class Bm25Search:
         hits = np.flatnonzero(scores)
         if doc_filter is not None:
             hits = hits[np.isin(self.ids[hits], doc_filter)]
-        if len(hits) > k:
-            hits = hits[np.argpartition(-scores[hits], k - 1)[:k]]
+        if len(hits) > k:  # keep every passage tied with the k-th: the lower ids win, wherever bm25s holds them
+            hits = hits[scores[hits] >= -np.partition(-scores[hits], k - 1)[k - 1]]
         ids = self.ids[hits]
-        order = np.lexsort((ids, -scores[hits]))
+        order = np.lexsort((ids, -scores[hits]))[:k]
         return [(int(ids[i]), float(scores[hits[i]])) for i in order]
 
     def doc_freq(self, term: str) -> int:
