@@ -136,12 +136,14 @@ def format_bench(result: dict) -> str:
 
 
 def run_scale(sizes: Sequence[int], texts_from: Path, work: Path | None = None, queries: int = 100,
-              store: str = "") -> list[dict]:
+              store: str = "", update_docs: int = 100) -> list[dict]:
     """Build a real on-disk index of ``n`` passages per size and measure it in a fresh process.
 
     Passage texts are real sentences (from ``texts_from``) recombined, so BM25 sees real
     vocabulary; vectors are synthetic (clustered, unit length), since embedding a
     million passages takes hours on 2 cores. Recall@10 is measured against exact search.
+    Then ``update_docs`` documents (10 passages each; half changed, half new) go into it
+    through the real incremental update, their vectors given, so no embedding is timed.
     """
     own_tmp = work is None
     work = Path(work or tempfile.mkdtemp(prefix="qa-scale-"))
@@ -152,7 +154,9 @@ def run_scale(sizes: Sequence[int], texts_from: Path, work: Path | None = None, 
             shutil.rmtree(target, ignore_errors=True)
             built = _phase("scale-build", str(texts_from), str(target), str(n))
             served = _phase("scale-query", str(target), str(queries))
-            results.append({"passages": n, **built, **served, "disk_mb": _disk_mb(target)})
+            disk = _disk_mb(target)
+            updated = _phase("scale-update", str(target), str(update_docs)) if update_docs else {}
+            results.append({"passages": n, **built, **served, **updated, "disk_mb": disk})
             if store:
                 results.append({"passages": n, **_phase("scale-milvus", str(target), store, str(queries))})
             shutil.rmtree(target, ignore_errors=True)
@@ -176,12 +180,16 @@ def format_scale(rows: Sequence[dict]) -> str:
                       f"{r['hybrid_p50_ms']:.2f} | {r['engine_rss_mb']:.0f} | {r['engine_disk_mb']:.0f} |")
         return table
     head = ("| passages | dense index | build s (FAISS + BM25) | open s | dense p50 ms | recall@10 vs exact | "
-            "BM25 p50 ms | hybrid p50 ms | RSS after queries MB | disk MB |")
-    lines = [head, "|" + "---|" * 10]
+            "BM25 p50 ms | hybrid p50 ms | RSS after queries MB | disk MB | update 100 docs s (BM25) | "
+            "update peak RSS MB |")
+    lines = [head, "|" + "---|" * 12]
     for r in rows:
+        update = (f"{r['update_s']:.1f} ({r['update_keyword_s']:.1f}) | {r['update_peak_rss_mb']:.0f}"
+                  if "update_s" in r else "– | –")
         lines.append(f"| {r['passages']:,} | {r['dense_kind']} | {r['build_s']:.1f} ({r['dense_build_s']:.1f} + "
                      f"{r['bm25_build_s']:.1f}) | {r['open_s']:.2f} | {r['dense_p50_ms']:.2f} | {r['recall@10']:.3f} | "
-                     f"{r['bm25_p50_ms']:.2f} | {r['hybrid_p50_ms']:.2f} | {r['rss_mb']:.0f} | {r['disk_mb']:.0f} |")
+                     f"{r['bm25_p50_ms']:.2f} | {r['hybrid_p50_ms']:.2f} | {r['rss_mb']:.0f} | {r['disk_mb']:.0f} | "
+                     f"{update} |")
     return "\n".join(lines)
 
 
@@ -189,22 +197,15 @@ def _scale_build(texts_from: str, target: str, n: str) -> dict:
     import numpy as np
 
     from qa.index import BM25_B, BM25_K1, FORMAT_VERSION, Bm25Search, FaissSearch, Index, PassageStore, reads_lead, save_index
-    from qa.load import load_corpus
-    from qa.chunk import split_sentences
     from qa.types import Document
 
     n = int(n)
     settings = Settings()
     rng = np.random.default_rng(0)
-    pool = []
-    for doc in load_corpus([Path(texts_from)])[0]:
-        pool.extend(doc.text[a:b] for a, b in split_sentences(doc.text))
-        if len(pool) > 200_000:
-            break
-    pool = [" ".join(p.split()) for p in pool if len(p) > 20]
-    per_doc = 10
+    pool = _sentence_pool(texts_from)
+    per_doc = SCALE_PER_DOC
     documents, p_rows, s_rows = [], [], []
-    per_passage = 3  # sentences, as real news passages (RealTimeQA: 3.5)
+    per_passage = SCALE_PER_PASSAGE
     picks = rng.integers(0, len(pool), size=(n, per_passage))
     for d0 in range(0, n, per_doc):
         parts, at = [], 0
@@ -220,8 +221,7 @@ def _scale_build(texts_from: str, target: str, n: str) -> dict:
     passages = np.array(p_rows, dtype=np.int64)
     sentences = np.array(s_rows, dtype=np.int64)
     centers = rng.standard_normal((1024, 384)).astype(np.float32)
-    vectors = centers[rng.integers(0, 1024, n)] + 0.6 * rng.standard_normal((n, 384)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors = _synthetic_vectors(rng, n, centers)
     # sentence vectors are embedded on demand (the default): none are stored
     store = PassageStore(documents, passages, np.arange(n, dtype=np.int64), sentences, vectors, None,
                          lead=reads_lead(settings.index_params()))
@@ -241,6 +241,102 @@ def _scale_build(texts_from: str, target: str, n: str) -> dict:
     return {"dense_kind": kind, "dense_build_s": round(dense_s, 2), "bm25_build_s": round(bm25_s, 2),
             "save_s": round(time.perf_counter() - t0, 2), "build_s": round(dense_s + bm25_s, 2),
             "build_peak_rss_mb": _peak_rss_mb()}
+
+
+SCALE_PER_DOC = 10  # passages a synthetic document holds
+SCALE_PER_PASSAGE = 3  # sentences a synthetic passage holds, as real news passages (RealTimeQA: 3.5)
+
+
+def _sentence_pool(texts_from: str) -> list[str]:
+    """Real sentences to recombine into synthetic passages (so BM25 sees real vocabulary)."""
+    from qa.chunk import split_sentences
+    from qa.load import load_corpus
+
+    pool = []
+    for doc in load_corpus([Path(texts_from)])[0]:
+        pool.extend(doc.text[a:b] for a, b in split_sentences(doc.text))
+        if len(pool) > 200_000:
+            break
+    return [" ".join(p.split()) for p in pool if len(p) > 20]
+
+
+def _synthetic_vectors(rng, n: int, centers):
+    """Unit vectors clustered around ``centers``."""
+    import numpy as np
+
+    vectors = centers[rng.integers(0, 1024, n)] + 0.6 * rng.standard_normal((n, 384)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def _scale_update(target: str, n_docs: str) -> dict:
+    """Update a scale index with ``n_docs`` synthetic documents (half changed, half new) through
+    :func:`qa.index.update_index`, vectors given (:class:`qa.index.Prepared`), so no embedding is timed.
+
+    Their sentences are drawn from the index itself: real text, and no corpus to re-split.
+    """
+    import numpy as np
+
+    from qa.index import Bm25Search, Prepared, load_index, update_index
+    from qa.types import Document
+
+    n_docs = int(n_docs)
+    settings = Settings()
+    t0 = time.perf_counter()
+    current = load_index(Path(target), settings)
+    stamp = int(current.manifest["next_id"])  # a different update on every run
+    rng = np.random.default_rng(stamp)
+    documents = list(current.documents)  # what `qa index` would have loaded from the corpus files
+    centers = current.store.passage_vectors(current.store.ids[rng.integers(0, len(current.store), 1024)])
+    rows = rng.integers(0, current.store.sentence_count, n_docs * SCALE_PER_DOC * SCALE_PER_PASSAGE)
+    pool = [" ".join(current.store.sentence_text(int(r)).split()) for r in rows]
+    gather_s = time.perf_counter() - t0
+    del current
+    changed = rng.choice(len(documents), n_docs // 2, replace=False)
+    edits = [(int(i), documents[i].doc_id) for i in changed]
+    edits += [(len(documents) + j, f"synthetic/new-{stamp}-{j:05d}.txt") for j in range(n_docs - len(edits))]
+    prepared = {}
+    for slot, doc_id in edits:
+        parts, sentences, spans, at = [], [], [], 0
+        for _ in range(SCALE_PER_DOC):
+            first = len(sentences)
+            for j in rng.integers(0, len(pool), SCALE_PER_PASSAGE):
+                sentences.append((at, at + len(pool[j]), -1))
+                parts.append(pool[j])
+                at += len(pool[j]) + 1
+            spans.append((sentences[first][0], at - 1, -1, first, len(sentences)))
+        doc = Document(doc_id, " ".join(parts), fingerprint=f"updated-{stamp}-{slot}")
+        if slot < len(documents):
+            documents[slot] = doc
+        else:
+            documents.append(doc)
+        prepared[doc_id] = Prepared.from_rows(doc_id, sentences, spans, _synthetic_vectors(rng, len(spans), centers))
+    keyword_s = []
+    refresh = Bm25Search.refresh
+
+    def timed(self) -> None:
+        t = time.perf_counter()
+        refresh(self)
+        keyword_s.append(time.perf_counter() - t)
+
+    Bm25Search.refresh = timed  # type: ignore[method-assign]
+    t0 = time.perf_counter()
+    index, report = update_index(Path(target), documents, settings, _NoEmbedder(), prepared=prepared)
+    seconds = time.perf_counter() - t0
+    assert report.embedded_passages == n_docs * SCALE_PER_DOC and len(report.changed) == n_docs // 2
+    return {"update_docs": n_docs, "update_s": round(seconds, 2), "update_keyword_s": round(sum(keyword_s), 2),
+            "update_keyword": getattr(report, "keyword", ""), "update_gather_s": round(gather_s, 2),
+            "update_peak_rss_mb": _peak_rss_mb()}
+
+
+class _NoEmbedder:
+    """Stands in for the model when every changed document comes with its vectors."""
+
+    dim = 384
+
+    def encode(self, texts, **_):
+        raise AssertionError("the scale update embeds nothing")
+
+    encode_with_spans = encode
 
 
 def _scale_query(target: str, queries: str) -> dict:
@@ -516,7 +612,7 @@ def _fmt(value) -> str:
     return "–" if value is None else f"{value:g}" if isinstance(value, (int, float)) else str(value)
 
 
-_PHASES = {"milvus-build": _milvus_build, "scale-milvus": _scale_milvus, "scale-build": _scale_build, "scale-query": _scale_query, "ours-build": _ours_build, "ours-query": _ours_query, "stock-build": _stock_build,
+_PHASES = {"milvus-build": _milvus_build, "scale-milvus": _scale_milvus, "scale-build": _scale_build, "scale-query": _scale_query, "scale-update": _scale_update, "ours-build": _ours_build, "ours-query": _ours_query, "stock-build": _stock_build,
            "stock-cold": _stock_cold, "stock-query": _stock_query}
 
 if __name__ == "__main__":

@@ -131,6 +131,8 @@ def _cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     print(f"indexed into {settings.index}: {len(report.added)} added, {len(report.changed)} changed, "
           f"{len(report.removed)} removed, {report.unchanged} unchanged; embedded {report.embedded_passages} "
           f"passages and {report.embedded_sentences} sentences in {report.seconds:.1f}s")
+    if report.keyword.startswith("rebuilt"):
+        print(f"keyword index {report.keyword}; later updates only tokenize what changed", file=sys.stderr)
     return 0
 
 

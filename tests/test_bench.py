@@ -45,4 +45,6 @@ def test_scale_bench_builds_opens_and_measures_recall(tmp_path):
     assert len(rows) == 1 and rows[0]["passages"] == 3000 and rows[0]["dense_kind"] == "flat-ip"
     assert rows[0]["recall@10"] == 1.0  # exact search agrees with brute force
     assert rows[0]["open_s"] > 0 and rows[0]["disk_mb"] > 0
+    # 100 documents changed or added through the real incremental update: BM25 updated, not rebuilt
+    assert rows[0]["update_docs"] == 100 and rows[0]["update_s"] > 0 and rows[0]["update_keyword"] == "updated"
     assert "| 3,000 | flat-ip |" in done.stdout

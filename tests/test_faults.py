@@ -128,7 +128,7 @@ def _flip(f: Path, at: int | None = None) -> None:
 def test_every_file_carries_a_checksum_and_one_changed_byte_is_refused(built, tmp_path, settings):
     files = json.loads((live(built) / "manifest.json").read_text())["checksums"]
     assert set(files) >= {"documents.jsonl", "texts.bin", "passages.npy", "passage_ids.npy", "sentences.npy",
-                          "passage_vectors.npy", "dense.faiss", "keyword_ids.npy",
+                          "passage_vectors.npy", "dense.faiss", "keyword_ids.npy", "keyword_tf.npy",
                           "terms.json", "doc_freq.npy"}
     assert any(name.startswith("bm25/") for name in files)
     for name in files:

@@ -14,7 +14,8 @@ Layout of ``indexes/<name>/``::
                      passage_ids.npy (the stable id of each passages.npy row),
                      sentences.npy (doc, start, end, page), passage_vectors.npy, sentence_vectors.npy,
                      dense.faiss (FAISS under an id map), bm25/ + keyword_ids.npy (bm25s and the passage
-                     id of each of its documents), terms.json + doc_freq.npy (passages holding each term)
+                     id of each of its documents), keyword_tf.npy (the term frequency behind each entry
+                     of bm25s' matrix), terms.json + doc_freq.npy (passages holding each term)
 
 Vectors, BM25 and texts are memory-mapped, so a large index opens in seconds and only
 what a query touches becomes resident.
@@ -23,8 +24,11 @@ A passage's id is given when it is first indexed and kept while its document is
 unchanged; search results, :class:`qa.types.Passage` and the dense and keyword indexes
 all use it. An update deletes the ids of removed and changed documents from the
 previous dense index and adds the new passages (FAISS HNSW, which cannot delete, and
-an index whose size class changed are rebuilt from the stored vectors); BM25 is
-rebuilt only when passages changed (bm25s cannot add).
+an index whose size class changed are rebuilt from the stored vectors). BM25 drops
+the removed passages' entries, tokenizes only the added passages and rescores every
+entry from the stored term frequencies (:mod:`qa.index.keyword`), the same scores a
+full rebuild gives; it is rebuilt in full, re-tokenizing every passage, only for an
+index saved before keyword_tf.npy existed (its first update says so).
 
 A save writes a new generation beside the live one and then swaps ``CURRENT`` with
 ``os.replace``, so a run killed at any moment leaves the previous index loadable; a
@@ -118,6 +122,7 @@ class BuildReport:
     embedded_passages: int = 0
     embedded_sentences: int = 0
     seconds: float = 0.0
+    keyword: str = ""  # what happened to the keyword index: "built", "updated", "rebuilt: why", or "" (untouched)
 
 
 @dataclass
@@ -276,6 +281,7 @@ def build_index(
     elif previous is None:
         dense: DenseSearch = FaissSearch.build(store.ids, passage_vectors, store.passage_vectors)
         keyword: KeywordSearch = Bm25Search.build(store.ids, store.searched_texts(store.ids), store.searched_texts)
+        report.keyword = "built"
     else:
         removed = previous.store.ids[~np.isin(previous.store.ids, store.ids)]
         dense, keyword = previous.dense, previous.keyword
@@ -288,9 +294,12 @@ def build_index(
             raise IndexMismatch("a Milvus index cannot be updated as a local one")
         if len(removed) or len(added):
             if isinstance(keyword, Bm25Search):
-                keyword.texts_of = store.searched_texts  # the survivors' texts, for the rebuild bm25s needs
+                keyword.texts_of = store.searched_texts  # the survivors' texts, should it have to rebuild
             keyword.delete(removed)
             keyword.add(added, store.searched_texts(added))
+            if isinstance(keyword, Bm25Search):
+                keyword.refresh()
+                report.keyword = keyword.refreshed
     manifest = {
         "format": FORMAT_VERSION,
         "params": settings.index_params(),
@@ -621,7 +630,8 @@ def update_index(
 
     The previous generation's FAISS index is updated by deleting and adding ids rather
     than rebuilt (except HNSW losing passages, or a change of size class: see
-    :func:`qa.index.dense.carry_over`); BM25 is rebuilt only when passages changed.
+    :func:`qa.index.dense.carry_over`); BM25 is updated in place (rebuilt only for an index
+    saved before keyword_tf.npy: ``report.keyword`` says which).
     The result is a new generation; the previous one stays live until it is complete.
     """
     with index_lock(path):
