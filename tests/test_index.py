@@ -515,3 +515,18 @@ def test_keyword_ties_at_the_cut_go_to_the_lower_ids_wherever_bm25s_holds_them()
     for k in (1, 2, 3):
         hits = forward.search(terms("Basra cargo"), k)
         assert [pid for pid, _ in hits] == list(range(1, k + 1)) and hits == backward.search(terms("Basra cargo"), k)
+
+
+def test_a_repeated_document_id_is_refused_before_anything_is_written(tmp_path, settings, embedder):
+    """Two documents with one id would make an index that cannot be loaded: refuse them, write nothing."""
+    from qa.index import update_index
+    from qa.types import Document
+
+    path = tmp_path / "idx"
+    qa.index_paths([SEEDS], index=path, settings=settings)
+    live = (path / "CURRENT").read_text()
+    docs = [Document("a.txt", "The port opened.", fingerprint="1"), Document("a.txt", "The port closed.", fingerprint="2")]
+    with pytest.raises(ValueError, match="'a.txt' is given twice"):
+        update_index(path, docs, settings, embedder)
+    assert (path / "CURRENT").read_text() == live and len(list(path.glob("gen-*"))) == 1
+    assert check_index(path, settings) == []

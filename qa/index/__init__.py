@@ -175,6 +175,9 @@ def build_index(
     already chunked and embedded elsewhere (:mod:`qa.index.parallel`), by document id.
     """
     prepared = prepared or {}
+    repeated = _repeated_id(documents)
+    if repeated is not None:  # the store keys documents by id: a second one would make an unloadable index
+        raise ValueError(f"document id {repeated!r} is given twice: every document needs its own id")
     target = store_target(settings)
     started = time.perf_counter()
     report = BuildReport()
@@ -318,6 +321,15 @@ def build_index(
     index = Index(manifest, store, dense, keyword)
     report.seconds = time.perf_counter() - started
     return index, report
+
+
+def _repeated_id(documents: Sequence[Document]) -> str | None:
+    seen: set[str] = set()
+    for doc in documents:
+        if doc.doc_id in seen:
+            return doc.doc_id
+        seen.add(doc.doc_id)
+    return None
 
 
 def store_target(settings: Settings) -> MilvusTarget | None:
