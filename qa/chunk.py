@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 from qa.types import Document, Sentence
 
@@ -28,6 +28,11 @@ _STARTERS = frozenset(
 _segmenter_local = threading.local()
 PROGRESS_EVERY = 256 * 1024  # characters between progress reports inside one document
 LEAD_CHARS = 200  # a lead is a headline, not a paragraph
+HEADING_CHARS = 120
+HEADING_WORDS = 16
+HEADING_SEARCH_LINES = 3  # a page's heading is among its first lines (a company name may come first)
+_HEADING_ENDS = tuple(".!?,;")
+_LIST_ITEM = re.compile(r"^(?:[•◦▪●■\-–—*]|\(?[a-z0-9]{1,3}[.)])\s")
 
 
 @dataclass(frozen=True)
@@ -94,26 +99,76 @@ def chunk_document(doc: Document, chunk_chars: int, overlap: int,
     return sentences, passages
 
 
-def passage_lead(title: str, limit: int = LEAD_CHARS) -> str:
-    """What each passage of a document is searched with: its title, whitespace folded.
+def passage_lead(title: str, heading: str = "", limit: int = LEAD_CHARS) -> str:
+    """What a passage is searched with: its document's title, then its page's heading.
 
     A passage from the middle of a news story rarely names the story ("the minister said
     she would step down"): read with the headline, it is found by questions that name it.
-    A report without a title gets no lead: its first sentence before every passage blurred
-    them (seeds answer recall 0.81 -> 0.76-0.78). The lead is searched, never cited:
-    citations stay offsets into the document text.
+    A table row in the middle of a filing's page never says which statement it belongs to:
+    read with the page's heading ("Consolidated Balance Sheets") it is found by questions
+    that name the statement. A report without a title gets no title line: its first
+    sentence before every passage blurred them (seeds answer recall 0.81 -> 0.76-0.78).
+    The lead is searched, never cited: citations stay offsets into the document text.
     """
-    return " ".join(title.split())[:limit].rstrip()
+    lines = [" ".join(part.split())[:limit].rstrip() for part in (title, heading)]
+    return "\n".join(dict.fromkeys(line for line in lines if line))
+
+
+def is_heading_line(line: str) -> bool:
+    """Whether a line reads as a heading: short, mostly letters, not a sentence, a table row or a list item.
+
+    "Consolidated Balance Sheets" and "CONSOLIDATED STATEMENTS OF CASH FLOWS" are headings;
+    "(In millions, except per share data)", "ADOBE INC.", "Net income\t$ 4,756" and a wrapped
+    paragraph are not. Cells spaced out by the PDF ("CONSOLIDATED\tBALANCE\tSHEETS") count
+    when every cell is a single word.
+    """
+    cells = line.strip().split("\t")
+    if len(cells) > 1 and any(len(c.split()) > 1 for c in cells):
+        return False  # a table row
+    text = " ".join(line.split())
+    if not 3 <= len(text) <= HEADING_CHARS or len(text.split()) > HEADING_WORDS:
+        return False
+    if not (text[0].isupper() or text[0].isdigit()) or text.endswith(_HEADING_ENDS) or _LIST_ITEM.match(text):
+        return False
+    letters = sum(ch.isalpha() for ch in text)
+    return letters >= 3 and letters >= 0.6 * sum(not ch.isspace() for ch in text)
+
+
+def page_headings(doc: Document) -> dict[int, str]:
+    """Each page's heading: a heading line among the page's first lines, else the last page's.
+
+    What a filing's page is about is said at its top ("Consolidated Statements of Cash
+    Flows"), once; a statement continued on the next page carries the heading over.
+    Running headers are already gone (the PDF loader drops lines repeating across pages).
+    """
+    out: dict[int, str] = {}
+    carried = ""
+    for page in doc.pages:
+        lines = [ln for ln in doc.text[page.start:page.end].split("\n") if ln.strip()][:HEADING_SEARCH_LINES]
+        found = next((" ".join(ln.split()) for ln in lines if is_heading_line(ln)), "")
+        carried = found or carried
+        out[page.number] = carried
+    return out
+
+
+def passage_leads(doc: Document, pages: Sequence[int | None], rule: int = 5) -> list[str]:
+    """The lead of each passage of ``doc`` (given by its page): :func:`passage_lead` under lead ``rule``.
+
+    Rule 4 is the title alone (indexes built before page headings); rule 5 adds the page's heading.
+    """
+    headings = page_headings(doc) if rule >= 5 and doc.pages else {}
+    return [passage_lead(doc.title, headings.get(page, "") if page is not None else "") for page in pages]
 
 
 def searched_text(lead: str, passage: str) -> str:
     """The text a passage is embedded and keyword-indexed as: its lead, then itself.
 
-    A passage that already holds its lead (the document's first) is searched as it is.
+    A line of the lead the passage already opens with (the document's first passage holds
+    the title, a page's first passage its heading) is left out.
     """
-    if not lead or lead in " ".join(passage[:len(lead) * 2 + 40].split()):
-        return passage
-    return f"{lead}\n{passage}"
+    head = " ".join(passage[:len(lead) * 2 + 40].split())
+    kept = [line for line in lead.split("\n") if line and line not in head]
+    return "\n".join([*kept, passage]) if kept else passage
 
 
 def _pack(doc_id: str, sentences: list[Sentence], lo: int, hi: int, page: int | None,

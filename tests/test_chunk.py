@@ -118,3 +118,46 @@ def test_a_passage_is_searched_with_its_documents_title():
     assert searched_text(lead, "Most passengers were rescued.") == lead + "\nMost passengers were rescued."
     assert searched_text(lead, text[:55]) == text[:55]  # the first passage holds the title already
     assert searched_text("", "Most passengers were rescued.") == "Most passengers were rescued."
+
+
+def test_heading_lines_are_short_titles_not_sentences_rows_or_list_items():
+    """A page's heading names what the page is about; sentences, table rows and notes do not."""
+    from qa.chunk import is_heading_line
+
+    for line in ("Consolidated Balance Sheets", "CONSOLIDATED STATEMENTS OF CASH FLOWS",
+                 "CONSOLIDATED\tBALANCE\tSHEETS", "Note 6 - Restructuring", "Item 7"):
+        assert is_heading_line(line), line
+    for line in ("ADOBE INC.", "(In millions, except per share data)", "Net income\t$ 4,756 $\t4,822",
+                 "$ in millions, except per share amounts", "2022\t2021\t2020", "1. Travel chaos",
+                 "the vessel left port at dawn", "Revenue grew 12% as subscriptions rose.",
+                 "A very long line " * 10):
+        assert not is_heading_line(line), line
+
+
+def test_a_filing_page_lends_its_heading_to_each_of_its_passages():
+    """A statement's rows are searched with the statement's name; a page without a heading at its
+    top carries the last one over (a statement continued); an unpaginated report gets none."""
+    from qa.chunk import page_headings, passage_leads, searched_text
+    from qa.types import Document, Page
+
+    pages = ["ADOBE INC.\n\nCONSOLIDATED STATEMENTS OF INCOME\n\n(In millions)\n\nRevenue\t17,606\t15,785",
+             "Net income\t4,756\t4,822\nBasic net income per share\t10.13\t10.10",
+             "The company grew. Its revenue rose.\n\nLiquidity and Capital Resources\n\nCash was ample."]
+    text, spans, at = "", [], 0
+    for number, page in enumerate(pages, start=1):
+        spans.append(Page(number, len(text), len(text) + len(page)))
+        text += page + "\n\n"
+    doc = Document("f.pdf", text, tuple(spans), title="Adobe 10-K 2022")
+    assert page_headings(doc) == {1: "CONSOLIDATED STATEMENTS OF INCOME", 2: "CONSOLIDATED STATEMENTS OF INCOME",
+                                  3: "Liquidity and Capital Resources"}
+    leads = passage_leads(doc, [2, 3, None])
+    assert leads == ["Adobe 10-K 2022\nCONSOLIDATED STATEMENTS OF INCOME", "Adobe 10-K 2022\nLiquidity and Capital Resources",
+                     "Adobe 10-K 2022"]
+    assert passage_leads(doc, [2], rule=4) == ["Adobe 10-K 2022"]  # indexes built before page headings
+    row = "Net income\t4,756\t4,822"
+    assert searched_text(leads[0], row) == f"{leads[0]}\n{row}"
+    # the page's first passage opens with the heading already: only the title goes before it
+    first = text[spans[0].start:spans[0].end]
+    assert searched_text(leads[0], first) == f"Adobe 10-K 2022\n{first}"
+    flat = Document("n.txt", "CONSOLIDATED RESULTS\n\nRevenue rose.", title="")
+    assert passage_leads(flat, [None]) == [""]

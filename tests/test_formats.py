@@ -52,6 +52,42 @@ def _page_of(doc, needle: str) -> int:
 
 
 @needs_chromium
+def test_a_statements_rows_are_found_by_the_statements_name(tmp_path):
+    """A filing's table rows never say which statement they belong to: each passage of a PDF page is
+    searched with the page's heading, so "balance sheets" finds the
+    inventories row; quotes stay the page's own text. Without leads the row is not found."""
+    from qa.index import load_index, terms
+    from qa.settings import Settings
+
+    rows = "".join(f"<tr><td>{name} {i}</td><td>{100 + i:,}</td><td>{90 + i:,}</td></tr>"
+                   for i, name in enumerate(["Trade receivables", "Prepaid expenses", "Deferred taxes",
+                                             "Other current assets", "Goodwill"] * 8))
+    rows += "<tr><td>Merchandise inventories</td><td>5,409</td><td>5,209</td></tr>"
+    markup = ("<!doctype html><html><head><meta charset='utf-8'><title>Acme annual report 2023</title></head><body>"
+              "<h1>Consolidated Balance Sheets</h1><table>" + rows + "</table></body></html>")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    print_to_pdf(markup, corpus / "acme.pdf")
+    found = {}
+    for lead in ("title", "none"):
+        s = Settings.from_env(passage_lead=lead)
+        qa.index_paths([corpus], index=tmp_path / lead, settings=s)
+        store = load_index(tmp_path / lead, s).store
+        ids = [int(i) for i in store.ids_of_documents(["acme.pdf"])]
+        row = next(i for i in ids if "Merchandise inventories" in store.passage(i).text)
+        assert "Balance" not in store.passage(row).text, "the test needs a passage below the heading"
+        searched = next(store.searched_texts([row]))
+        if lead == "title":
+            assert searched.startswith("Consolidated Balance Sheets\n")  # (the loader reads no PDF title)
+        index = load_index(tmp_path / lead, s)
+        found[lead] = row in {pid for pid, _ in index.keyword.search(terms("balance sheets"), 10)}
+        result = qa.answer("What were merchandise inventories on the balance sheet?", index=tmp_path / lead, settings=s)
+        document = index.store.document("acme.pdf")
+        assert all(document.text[c.start:c.end] == c.quote and c.page == 1 for c in result.citations)
+    assert found == {"title": True, "none": False}
+
+
+@needs_chromium
 def test_printed_pdf_reads_as_paragraphs(tmp_path):
     # A ligature character (U+FB00) in the page, Chromium's running header (date, title) and
     # footer (address, "1/3") on every page, a table.

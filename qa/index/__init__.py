@@ -55,7 +55,7 @@ from typing import Callable, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from qa.chunk import chunk_document, passage_lead, searched_text
+from qa.chunk import chunk_document, passage_leads, searched_text
 from qa.embed import Embedder, get_query_encoder
 from qa.index.dense import EXACT_FILTER_MAX, EXACT_MAX, HNSW_MAX, DenseSearch, FaissSearch, carry_over, kind_for
 from qa.index.keyword import BM25_B, BM25_K1, Bm25Search, KeywordSearch
@@ -230,8 +230,8 @@ def build_index(
             ready_vecs.append(ready.vectors)
         else:
             ready_vecs.append(None)
-            lead = passage_lead(doc.title) if with_lead else ""
-            for p in spans:
+            leads = passage_leads(doc, [p.page for p in spans], with_lead) if with_lead else [""] * len(spans)
+            for p, lead in zip(spans, leads):
                 text = doc.text[p.start:p.end]
                 fresh_p_text.append(searched_text(lead, text) if lead else text)
                 fresh_shift.append(len(fresh_p_text[-1]) - len(text))

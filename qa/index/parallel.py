@@ -21,12 +21,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from qa.chunk import chunk_document, passage_lead, searched_text
+from qa.chunk import chunk_document, passage_leads, searched_text
 from qa.index import Prepared
 from qa.index.store import reads_lead
 from qa.load import LoadError, Skipped, corpus_files, file_fingerprint, load_path
 from qa.settings import Settings
-from qa.types import Document
+from qa.types import Document, Page
 
 log = logging.getLogger("qa")
 
@@ -95,7 +95,7 @@ def load_and_chunk(batch: dict, chunk_chars: int, chunk_overlap: int) -> dict:
 class EmbedPassages:
     """Ray actor: the bundled model loaded once, embedding the passages of each document row."""
 
-    def __init__(self, model: str, batch_size: int, lead: bool = False) -> None:
+    def __init__(self, model: str, batch_size: int, lead: int = 0) -> None:
         from qa.embed import Embedder
 
         self.embedder = Embedder(model, batch_size)
@@ -104,10 +104,13 @@ class EmbedPassages:
 
     def __call__(self, batch: dict) -> dict:
         texts, owners = [], []
-        for i, (text, title, spans) in enumerate(zip(batch["text"], batch["title"], batch["spans"])):
+        for i, (text, title, pages, spans) in enumerate(zip(batch["text"], batch["title"], batch["pages"],
+                                                             batch["spans"])):
             text = str(text)
-            lead = passage_lead(str(title or "")) if self.lead else ""  # as build_index reads a passage
-            for start, end, *_ in spans:
+            doc = Document("", text, tuple(Page(*map(int, p)) for p in pages), str(title or ""))
+            numbers = [None if int(page) < 0 else int(page) for _, _, page, *_ in spans]
+            leads = passage_leads(doc, numbers, self.lead) if self.lead else [""] * len(spans)  # as build_index
+            for (start, end, *_), lead in zip(spans, leads):
                 texts.append(searched_text(lead, text[int(start):int(end)]) if lead else text[int(start):int(end)])
                 owners.append(i)
         vectors = self.embedder.encode(texts, batch_size=self.batch_size) if texts else np.zeros((0, 1), np.float32)
@@ -127,7 +130,6 @@ def prepare_on_ray(paths: Sequence[str | os.PathLike], settings: Settings, known
     on Ray, their chunks and vectors, the files skipped, and the ids of files left unread
     because unchanged (their documents are carried over from the index).
     """
-    from qa.types import Page
 
     skipped: list[Skipped] = []
     todo: list[dict] = []

@@ -29,7 +29,7 @@ from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
-from qa.chunk import passage_lead, searched_text
+from qa.chunk import passage_leads, searched_text
 from qa.types import Document, Page, Passage, Sentence
 
 GENERATION = re.compile(r"gen-[\w.-]+")
@@ -191,7 +191,7 @@ class PassageStore:
     def __init__(self, documents: Sequence[Document], passages: np.ndarray, passage_ids: np.ndarray,
                  sentences: np.ndarray, passage_vectors: np.ndarray, sentence_vectors: np.ndarray | None,
                  encoder: Callable[[], SentenceEncoder] | None = None, cache_size: int = SENTENCE_CACHE,
-                 dim: int | None = None, context: float | None = None, lead: bool = False) -> None:
+                 dim: int | None = None, context: float | None = None, lead: int = 0) -> None:
         self.documents = documents
         # passage vectors live in the search engine instead when it is not local (then 0 columns here)
         self.dim = int(dim if dim is not None else passage_vectors.shape[1])
@@ -206,7 +206,7 @@ class PassageStore:
         self.encoder = encoder
         self.context = context
         self.lead = lead
-        self._leads: dict[int, str] = {}
+        self._leads: dict[int, dict[int | None, str]] = {}
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
@@ -278,13 +278,15 @@ class PassageStore:
         for row in self.rows(ids).tolist():
             doc_i, start, end = self.table[row, :3].tolist()
             text = self.documents[doc_i].text[start:end]
-            yield searched_text(self._lead(doc_i), text) if self.lead else text
+            yield searched_text(self._lead(doc_i, self.table[row, P_PAGE]), text) if self.lead else text
 
-    def _lead(self, doc_i: int) -> str:
-        lead = self._leads.get(doc_i)
-        if lead is None:
-            lead = self._leads[doc_i] = passage_lead(self.documents[doc_i].title)
-        return lead
+    def _lead(self, doc_i: int, page: int) -> str:
+        leads = self._leads.get(doc_i)
+        if leads is None:
+            doc = self.documents[doc_i]
+            numbers = [p.number for p in doc.pages] + [None]
+            leads = self._leads[doc_i] = dict(zip(numbers, passage_leads(doc, numbers, self.lead)))
+        return leads.get(None if page == NO_PAGE else int(page), leads.get(None, ""))
 
     def passage_vectors(self, ids: np.ndarray | Sequence[int]) -> np.ndarray:
         """The stored vectors of passages ``ids``, in that order."""
@@ -484,9 +486,16 @@ class PassageStore:
                    lead=reads_lead(manifest.get("params") or {}))
 
 
-def reads_lead(params: dict) -> bool:
-    """Whether an index built with ``params`` searches each passage with its document's lead."""
-    return str(params.get("passage_lead", "none")).startswith("title")
+def reads_lead(params: dict) -> int:
+    """The lead rule an index built with ``params`` searches its passages with (0: none).
+
+    "title/4" (the title alone) was written before page headings joined the lead (rule 5).
+    """
+    value = str(params.get("passage_lead", "none"))
+    if not value.startswith("title"):
+        return 0
+    rule = value.partition("/")[2]
+    return int(rule) if rule.isdigit() else 4
 
 
 def table_problem(passages: np.ndarray, sentences: np.ndarray, lengths: Sequence[int]) -> str | None:
