@@ -199,7 +199,8 @@ def get_engine(index: str | os.PathLike | None, settings: Settings) -> Engine:
     path = Path(index) if index is not None else settings.index
     # how on-demand sentence vectors are pooled lives in the loaded store (and its cache)
     loaded_key = (str(path.resolve()), settings.fingerprint(), settings.sentence_pooling, settings.sentence_context)
-    engine_key = (*loaded_key, settings.rrf_k, settings.candidates, settings.top_k, settings.sentence_weight)
+    engine_key = (*loaded_key, settings.rrf_k, settings.keep_best, settings.candidates, settings.top_k,
+                  settings.sentence_weight)
     with _engines_lock:
         live = _generation(path)
         engine = _engines.get(engine_key)

@@ -99,3 +99,37 @@ def test_follow_up_referents_and_other_people():
     assert other_referent_penalty(query, set(terms("The group will disarm.")), set(), "The group will disarm.",
                                   RULES) == RULES.unnamed_penalty
     assert other_referent_penalty(Query("Who?"), set(), set(), "He left.", RULES) == 0.0
+
+
+def test_keep_best_puts_each_retrievers_best_in_the_top_k():
+    """A passage one retriever ranks first is never pushed out of the top k by fusion; the rest
+    keep their fused order, and nothing is lost or repeated."""
+    from qa.retrieve import keep_best, reciprocal_rank_fusion
+
+    dense = [(9, 0.9), (1, 0.8), (2, 0.7), (3, 0.6), (4, 0.5)]
+    bm25 = [(7, 12.0), (1, 9.0), (2, 8.0), (3, 7.0), (4, 6.0)]
+    fused = reciprocal_rank_fusion([dense, bm25], 60)
+    assert [p for p, _ in fused[:3]] == [1, 2, 3]  # agreement wins under plain fusion ...
+    kept = keep_best(fused, [dense, bm25], 3, 1)
+    assert [p for p, _ in kept[:3]] == [1, 7, 9]  # ... each list's first is kept, in fused order
+    assert sorted(p for p, _ in kept) == sorted(p for p, _ in fused)
+    assert keep_best(fused, [dense, bm25], 3, 0) == fused
+    assert [p for p, _ in keep_best(fused, [dense, bm25], 1, 2)[:1]] == [1]  # k bounds what is kept
+
+
+def test_hybrid_search_holds_both_retrievers_best(seeds_index, settings):
+    """Through the real index: the top 5 of hybrid search hold dense search's and BM25's best, also
+    when more passages are asked for (an answer asks for a few spare ones)."""
+    from qa.api import get_engine
+    from qa.retrieve import Query
+
+    retriever = get_engine(seeds_index, settings).retriever
+    assert settings.keep_best == 1
+    for question in ("Which news agency reported Khazali's announcement?", "Who heads the Supreme National Security Council?",
+                     "What did Sistani ask of the PMF?"):
+        query = Query(question)
+        dense = [pid for pid, _ in retriever.dense(retriever.embed_query(query), 1)]
+        bm25 = [pid for pid, _ in retriever.keyword(retriever.query_terms(query), 1)]
+        for k in (5, 8):
+            top = {p.passage_id for p in retriever.search(query, k)[:5]}
+            assert set(dense) | set(bm25) <= top, question

@@ -14,7 +14,7 @@ from qa.api import get_engine, index_paths, tqdm_progress
 from qa.evaluation.corpora import cache_dir
 from qa.evaluation.metrics import ndcg, read_qrels, recall
 from qa.index import terms
-from qa.retrieve import reciprocal_rank_fusion
+from qa.retrieve import keep_best, reciprocal_rank_fusion
 from qa.settings import Settings
 
 NAME = "beir"
@@ -45,7 +45,8 @@ def run_beir_eval(path: Path, settings: Settings, *, limit: int | None = None,
         dense = retriever.dense(vec, depth)
         bm25 = retriever.keyword(terms(queries[qid]), depth)
         rankings = {"dense": dense, "bm25": bm25,
-                    "hybrid": reciprocal_rank_fusion([dense, bm25], settings.rrf_k)}
+                    "hybrid": keep_best(reciprocal_rank_fusion([dense, bm25], settings.rrf_k), [dense, bm25],
+                                        settings.top_k, settings.keep_best)}
         for mode in modes:
             docs: list[str] = []
             for pid, _ in rankings[mode]:
