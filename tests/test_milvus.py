@@ -80,6 +80,22 @@ def test_the_engine_ranks_as_the_local_store(ray_seeds, milvus_server, seeds_ind
     assert served.keyword.doc_freq("allianc") == local.keyword.doc_freq("allianc") > 0
 
 
+def test_the_engines_hybrid_search_keeps_each_retrievers_best(ray_seeds, milvus_server):
+    """The engine fuses by its own RRF; each retriever's first passage is still among the top 5."""
+    from qa.api import get_engine
+    from qa.retrieve import Query
+
+    settings = milvus_settings(milvus_server)
+    engine = get_engine(ray_seeds, settings)
+    search = engine.index.dense
+    for question in ("Which news agency reported Khazali's announcement?", "What did Sistani ask of the PMF?"):
+        query = Query(question)
+        vec = engine.retriever.embed_query(query)
+        best = {search.dense_search(vec, 1)[0][0], search.keyword_search(engine.retriever.query_terms(query), 1)[0][0]}
+        top = {p.passage_id for p in engine.retriever.search(query, 8)[:5]}
+        assert best <= top, question
+
+
 def test_a_restricted_question_is_answered_from_those_reports_only(ray_seeds, milvus_server):
     settings = milvus_settings(milvus_server)
     docs = sorted(p.name for p in SEEDS.iterdir())
