@@ -297,13 +297,38 @@ def _same_token(a, b) -> bool:
 
 
 def roles_swapped(claim, source) -> bool:
-    """The claim's doer is the source's done-to and its done-to the source's doer ("B leads A" vs "A leads B")."""
+    """The claim's doer is the source's done-to and its done-to the source's doer ("B leads A" vs "A leads B").
+
+    Also, in the same voice, when only one side shows it: the claim's doer is none of the source's
+    doer and either stood as the source's done-to ("The resignation took it" against "It took the
+    resignation") or the source's doer is now the claim's done-to ("Most has been conducting the
+    network" against "The network has been conducting most"), those words having crossed the
+    predicate. Pronouns count by lemma ("him": "he").
+    """
     for rc, rs in aligned(claim, source):
         if ((rc.agent & rs.patient) - rc.patient) and ((rc.patient & rs.agent) - rc.agent):
             return True
-        if rc.passive == rs.passive and _sides_flipped(claim, rc.position, source, rs):
+        if rc.passive != rs.passive:
+            continue  # a passive restatement moves doer and done-to legitimately
+        moved = ((rc.agent_core & rs.patient_core) - rs.agent_core) | ((rs.agent_core & rc.patient_core) - rc.agent_core)
+        if moved and not rc.agent_core & rs.agent_core and _crossed(moved, claim, rc.position, source, rs.position):
+            return True
+        if _sides_flipped(claim, rc.position, source, rs):
             return True
     return False
+
+
+def _side(doc, pivot: int, words: set[str]) -> int:
+    """Where most of ``words`` stand in ``doc``: after the predicate at ``pivot`` (1), before it (-1), or undecided (0)."""
+    votes = sum(1 if t.i > pivot else -1 for t in doc if t.lemma_.lower() in words)
+    return (votes > 0) - (votes < 0)
+
+
+def _crossed(words: set[str], claim, at: int, source, pivot: int) -> bool:
+    """``words`` stand on one side of the predicate in the source and on the other in the claim (a parse
+    that misreads one sentence moves no word, so this guards the role rules against it)."""
+    before, after = _side(source, pivot, words), _side(claim, at, words)
+    return before != 0 and before == -after
 
 
 def _sides_flipped(claim, at: int, source, rs: Relation) -> bool:
@@ -323,13 +348,7 @@ def _sides_flipped(claim, at: int, source, rs: Relation) -> bool:
     if not agent_only or not patient_only:
         return False
 
-    def side(doc, pivot: int, words: set[str]) -> int:
-        places = [t.i for t in doc if t.lemma_.lower() in words]
-        return 0 if not places else (1 if sum(places) / len(places) > pivot else -1)
-
-    before = side(source, rs.position, agent_only), side(source, rs.position, patient_only)
-    after = side(claim, at, agent_only), side(claim, at, patient_only)
-    return 0 not in before + after and before[0] == -after[0] and before[1] == -after[1]
+    return _crossed(agent_only, claim, at, source, rs.position) and _crossed(patient_only, claim, at, source, rs.position)
 
 
 def doer_differs(claim, source) -> bool:

@@ -169,6 +169,24 @@ def test_roles_swapped_and_doer_differs():
     assert not doer_differs(*pair("He leads the bloc.", "Hadi al-Amiri leads the bloc."))
 
 
+def test_a_role_swap_seen_on_one_side_only():
+    """A swap the parse shows on one side (the other is a pronoun or a word it does not count) is still
+    caught when the words crossed the predicate; a parse that misreads the source moves no word."""
+    from qa.cite import roles_swapped
+
+    assert roles_swapped(*pair("The resignation took it of nearly 60 ministers to end his attempts.",
+                               "It took the resignation of nearly 60 ministers to end his attempts."))
+    assert roles_swapped(*pair("Most has been conducting the CDC's Laboratory Response Network of the testing.",
+                               "The CDC's Laboratory Response Network has been conducting most of the testing."))
+    assert roles_swapped(*pair("The highest number had by far Spirit of passenger complaints, with 13.25 complaints.",
+                               "Spirit had by far the highest number of passenger complaints, with 13.25 complaints."))
+    shortened = ("Iranian-backed Iraqi militia groups have in the past engaged in attacks against American troops.",
+                 "Iranian-backed Iraqi militia groups, some of which are now part of the P.M.F., have in the past "
+                 "engaged in attacks against American troops.")
+    assert not roles_swapped(*pair(*shortened))
+    assert not roles_swapped(*pair("The bloc was formed last week.", "Several groups formed the bloc last week."))
+
+
 def test_direction_quantifier_numbers_predicate():
     from qa.cite import (direction_flipped, numbers_measure_differently, predicate_stated, quantifier_changed,
                          same_word)
