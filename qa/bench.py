@@ -223,8 +223,8 @@ def _scale_build(texts_from: str, target: str, n: str) -> dict:
     centers = rng.standard_normal((1024, 384)).astype(np.float32)
     vectors = _synthetic_vectors(rng, n, centers)
     # sentence vectors are embedded on demand (the default): none are stored
-    store = PassageStore(documents, passages, np.arange(n, dtype=np.int64), sentences, vectors, None,
-                         lead=reads_lead(settings.index_params()))
+    store = PassageStore(documents, passages, np.arange(n, dtype=np.int64), sentences, vectors.astype(np.float16),
+                         None, lead=reads_lead(settings.index_params()))  # as build_index keeps them
     t0 = time.perf_counter()
     dense = FaissSearch.build(store.ids, vectors, store.passage_vectors)
     kind = dense.kind

@@ -274,7 +274,10 @@ def build_index(
         doc_blocks = [(p, s, np.zeros((len(p), 0), np.float32), sv, ids) for p, s, _, sv, ids in doc_blocks]
     passages, sentences = _concat_tables(doc_blocks)
     passage_vectors = _stack([b[2] for b in doc_blocks], 0 if target is not None else dim)
-    store = PassageStore(list(documents), passages, _ids([b[4] for b in doc_blocks]), sentences, passage_vectors,
+    # The store's copy (exact scoring under a filter, rebuilds) is kept in half precision: half the
+    # largest file of a big index; FAISS itself is built from the float32 vectors.
+    store = PassageStore(list(documents), passages, _ids([b[4] for b in doc_blocks]), sentences,
+                         passage_vectors.astype(np.float16),
                          None if on_demand else _stack([b[3] for b in doc_blocks], dim), sentence_encoder(settings),
                          dim=dim, context=pooling_context(settings), lead=with_lead)
     added = _ids(fresh_ids)

@@ -289,8 +289,8 @@ class PassageStore:
         return leads.get(None if page == NO_PAGE else int(page), leads.get(None, ""))
 
     def passage_vectors(self, ids: np.ndarray | Sequence[int]) -> np.ndarray:
-        """The stored vectors of passages ``ids``, in that order."""
-        return np.asarray(self._p_vecs[self.rows(ids)])
+        """The stored vectors of passages ``ids``, in that order (float32, whatever they are stored as)."""
+        return np.asarray(self._p_vecs[self.rows(ids)], dtype=np.float32)
 
     def ids_of_documents(self, doc_ids: Sequence[str]) -> np.ndarray:
         """Ids of the passages of ``doc_ids`` (unknown documents are ignored), in table order."""
