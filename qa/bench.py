@@ -221,10 +221,11 @@ def _scale_build(texts_from: str, target: str, n: str) -> dict:
     passages = np.array(p_rows, dtype=np.int64)
     sentences = np.array(s_rows, dtype=np.int64)
     centers = rng.standard_normal((1024, 384)).astype(np.float32)
-    vectors = _synthetic_vectors(rng, n, centers)
+    # as stored (half precision), so the exact search the recall is measured against sees what FAISS sees
+    vectors = _synthetic_vectors(rng, n, centers).astype(np.float16).astype(np.float32)
     # sentence vectors are embedded on demand (the default): none are stored
     store = PassageStore(documents, passages, np.arange(n, dtype=np.int64), sentences, vectors.astype(np.float16),
-                         None, lead=reads_lead(settings.index_params()))  # as build_index keeps them
+                         None, lead=reads_lead(settings.index_params()))
     t0 = time.perf_counter()
     dense = FaissSearch.build(store.ids, vectors, store.passage_vectors)
     kind = dense.kind
