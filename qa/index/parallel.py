@@ -130,7 +130,6 @@ def prepare_on_ray(paths: Sequence[str | os.PathLike], settings: Settings, known
     on Ray, their chunks and vectors, the files skipped, and the ids of files left unread
     because unchanged (their documents are carried over from the index).
     """
-
     skipped: list[Skipped] = []
     todo: list[dict] = []
     unchanged: set[str] = set()
