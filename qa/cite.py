@@ -310,8 +310,10 @@ def roles_swapped(claim, source) -> bool:
             return True
         if rc.passive != rs.passive:
             continue  # a passive restatement moves doer and done-to legitimately
-        moved = ((rc.agent_core & rs.patient_core) - rs.agent_core) | ((rs.agent_core & rc.patient_core) - rc.agent_core)
-        if moved and not rc.agent_core & rs.agent_core and _crossed(moved, claim, rc.position, source, rs.position):
+        moved_in = (rc.agent_core & rs.patient_core) - rs.agent_core
+        moved_out = (rs.agent_core & rc.patient_core) - rc.agent_core
+        if not rc.agent_core & rs.agent_core and any(
+                words and _crossed(words, claim, rc.position, source, rs.position) for words in (moved_in, moved_out)):
             return True
         if _sides_flipped(claim, rc.position, source, rs):
             return True

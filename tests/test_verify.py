@@ -180,6 +180,10 @@ def test_a_role_swap_seen_on_one_side_only():
                                "The CDC's Laboratory Response Network has been conducting most of the testing."))
     assert roles_swapped(*pair("The highest number had by far Spirit of passenger complaints, with 13.25 complaints.",
                                "Spirit had by far the highest number of passenger complaints, with 13.25 complaints."))
+    assert roles_swapped(*pair("Last month, a confidence vote survived him, but the lawmakers who rebelled against him "
+                               "were many.", "Last month, he survived a confidence vote, but the lawmakers who rebelled "
+                               "against him were many."))  # "him" twice: the vote's side decides
+    assert roles_swapped(*pair("Like Cincinnatus, my plow am returning to me.", "Like Cincinnatus, I am returning to my plow."))
     shortened = ("Iranian-backed Iraqi militia groups have in the past engaged in attacks against American troops.",
                  "Iranian-backed Iraqi militia groups, some of which are now part of the P.M.F., have in the past "
                  "engaged in attacks against American troops.")
