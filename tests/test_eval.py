@@ -212,7 +212,9 @@ NEWS = ROOT / "eval" / "news.jsonl"
 # Measured 2026-11-23: 0.618 / 0.634 / 0.632 / 0.417 (the target is 0.80 on each); the day
 # before 0.574 / 0.658 / 0.588 / 0.417: sentences pooled in passage trade 0.024 of citation
 # precision for 0.044 of answer and citation recall on this split (eval/README.md).
-NEWS_FLOOR = {"answer_recall": 0.60, "citation_precision": 0.62, "citation_recall": 0.62, "abstention_recall": 0.40}
+# Measured 2026-11-23 on the test split (0.632 / 0.667 / 0.647 / 0.417, evidence@5 0.809), less about one item.
+NEWS_FLOOR = {"answer_recall": 0.61, "citation_precision": 0.64, "citation_recall": 0.62, "abstention_recall": 0.40}
+NEWS_EVIDENCE_FLOOR = 0.78
 
 
 @pytest.mark.slow
@@ -225,3 +227,4 @@ def test_news_eval_meets_the_floor(settings):
     assert len(rows) == len(load_items(NEWS, "test"))
     for key, floor in NEWS_FLOOR.items():
         assert summary[key] >= floor, (key, summary[key])
+    assert summary["evidence_recall@k"]["5"] >= NEWS_EVIDENCE_FLOOR, summary["evidence_recall@k"]
