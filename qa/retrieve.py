@@ -181,8 +181,8 @@ class Retriever:
                 hits = engine.dense_search(vec, k, allowed, names)
             else:
                 words = self.query_terms(query)
-                hits = engine.hybrid(vec, words, n, n, self.settings.rrf_k, allowed, names)
                 m = self.settings.keep_best
+                hits = engine.hybrid(vec, words, n if m > 0 else k, n, self.settings.rrf_k, allowed, names)
                 if m > 0:
                     best = [engine.dense_search(vec, m, allowed, names), engine.keyword_search(words, m, allowed, names)]
                     hits = keep_best(hits, best, min(k, self.settings.top_k), m)
