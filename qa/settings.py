@@ -97,6 +97,9 @@ class Settings:
     # FinanceBench evidence recall@5 within the filing 0.617 -> 0.638, @3 0.511 -> 0.574, page citation
     # precision 0.288 -> 0.323; unpaginated reports (seeds, news, SciFact) are searched as before.
     passage_lead: str = "title"
+    # What embeds passages at index time: "int8" (ONNX Runtime dynamic quantization, per-channel
+    # weights) or "fp32". Questions and the sentences an answer scores are always embedded in float32.
+    passage_precision: str = "int8"
     batch_size: int = DEFAULT_BATCH
     top_k: int = 5
     rrf_k: int = 60
@@ -193,6 +196,7 @@ class Settings:
             "sentence_vectors": self.sentence_vectors,
         } | ({"passage_lead": f"{self.passage_lead}/{LEAD_RULE}"} if self.passage_lead != "none" else {}) \
           | ({"sentence_context": self.sentence_context} if self.sentence_vectors == "derived" else {}) \
+          | ({"passage_precision": self.passage_precision} if self.passage_precision != "fp32" else {}) \
           | ({"store": "milvus"} if self.store.strip() not in ("", "local", "faiss") else {})
 
     def fingerprint(self) -> str:

@@ -6,7 +6,9 @@ import sys
 
 import numpy as np
 
-from qa.embed import QueryEncoder, get_query_encoder, onnx_cache
+import pytest
+
+from qa.embed import QueryEncoder, get_query_encoder, int8_cache, onnx_cache, passage_encoder
 from tests.conftest import ROOT, SEEDS
 
 
@@ -49,3 +51,21 @@ def test_one_forward_pass_gives_the_passage_vector_and_one_per_sentence(embedder
     # each sentence embedded on its own finds its own pooled vector first (pooled vectors also
     # share their passage's context, which the index takes partly out: Settings.sentence_context)
     assert list(sims.argmax(axis=0)) == [0, 1, 2], sims
+
+
+def test_the_int8_passage_encoder_stays_close_to_the_float_model(embedder, tmp_path):
+    """Passages are embedded by the int8 form of the model (twice as fast); it must stay the same model."""
+    int8 = passage_encoder(embedder, tmp_path, "int8")  # an empty cache: exported and quantized here
+    assert int8_cache(embedder.name, tmp_path).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([onnx_cache(embedder.name, tmp_path).name,
+                                                                 int8_cache(embedder.name, tmp_path).name])
+    assert passage_encoder(embedder, tmp_path, "int8") is int8, "quantized once a process"
+    text = (SEEDS / "000_e8572f977ee04a7c.txt").read_text(encoding="utf-8")
+    passages = [text[i:i + 600] for i in range(0, len(text), 600)]
+    a, b = int8.encode(passages, batch_size=16), embedder.encode(passages)
+    assert np.allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+    cos = (a * b).sum(axis=1)
+    assert cos.min() > 0.97 and cos.mean() > 0.99, cos
+    assert passage_encoder(embedder, tmp_path, "fp32") is embedder
+    with pytest.raises(ValueError, match="QA_PASSAGE_PRECISION"):
+        passage_encoder(embedder, tmp_path, "int4")

@@ -371,7 +371,8 @@ def test_the_lead_changes_the_passage_vector_as_the_build_embeds_it(tmp_path, em
     ids = store.ids_of_documents(["ferry.html"])
     texts = list(store.searched_texts(ids))
     assert any(t.startswith("Zanzibar ferry disaster\n") for t in texts)
-    np.testing.assert_allclose(store.passage_vectors(ids), embedder.encode(texts), atol=1e-3)  # kept as float16
+    # embedded by the int8 passage encoder, kept as float16: the float model's vectors of the same texts
+    assert (store.passage_vectors(ids) * embedder.encode(texts)).sum(axis=1).min() > 0.98
 
 
 # ---------------------------------------------------------------- keyword index updates

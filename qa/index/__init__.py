@@ -56,7 +56,7 @@ from typing import Callable, Iterator, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from qa.chunk import chunk_document, passage_leads, searched_text
-from qa.embed import Embedder, get_query_encoder
+from qa.embed import Embedder, QueryEncoder, get_query_encoder, passage_encoder
 from qa.index.dense import EXACT_FILTER_MAX, EXACT_MAX, HNSW_MAX, DenseSearch, FaissSearch, carry_over, kind_for
 from qa.index.keyword import BM25_B, BM25_K1, Bm25Search, KeywordSearch
 from qa.index.milvus import MilvusSearch, MilvusTarget, StoreUnavailable, collection_name, parse_store
@@ -244,11 +244,12 @@ def build_index(
     on_demand = settings.sentence_vectors == "ondemand"
     if prepared and not on_demand:
         raise ValueError("documents embedded elsewhere carry passage vectors only: use QA_SENTENCE_VECTORS=ondemand")
+    encoder = passage_encoder(embedder, settings.model_cache, settings.passage_precision) if fresh_p_text else embedder
     if settings.sentence_vectors == "derived":
-        p_vecs, s_vecs = _embed_derived(embedder, fresh_p_text, fresh_s_text, doc_blocks, fresh_slots,
+        p_vecs, s_vecs = _embed_derived(encoder, fresh_p_text, fresh_s_text, doc_blocks, fresh_slots,
                                         settings.batch_size, progress, settings.sentence_context, fresh_shift)
     else:
-        p_vecs, s_vecs = _embed_unique(embedder, fresh_p_text, [] if on_demand else fresh_s_text,
+        p_vecs, s_vecs = _embed_unique(encoder, fresh_p_text, [] if on_demand else fresh_s_text,
                                        settings.batch_size, progress)
     report.embedded_sentences = len(fresh_s_text) if settings.sentence_vectors == "separate" else 0
     p_off = s_off = 0
@@ -387,7 +388,7 @@ def _fill_milvus(target: MilvusTarget, store: PassageStore, previous: Index | No
     return search
 
 
-def _embed_unique(embedder: Embedder, p_text: list[str], s_text: list[str], batch_size: int,
+def _embed_unique(embedder: Embedder | QueryEncoder, p_text: list[str], s_text: list[str], batch_size: int,
                   progress: Progress | None) -> tuple[np.ndarray, np.ndarray]:
     """Embed each distinct text once, longest first in fixed blocks for a steady progress bar."""
     unique = list(dict.fromkeys(p_text + s_text))
@@ -406,7 +407,7 @@ def _embed_unique(embedder: Embedder, p_text: list[str], s_text: list[str], batc
     return take(p_text), take(s_text)
 
 
-def _embed_derived(embedder: Embedder, p_text: list[str], s_text: list[str], blocks: list,
+def _embed_derived(embedder: Embedder | QueryEncoder, p_text: list[str], s_text: list[str], blocks: list,
                    slots: list[tuple[int, int, int]], batch_size: int, progress: Progress | None,
                    context: float = 0.0, shifts: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
     """Passage vectors and, from the same forward pass, each sentence's pooled tokens.

@@ -95,10 +95,11 @@ def load_and_chunk(batch: dict, chunk_chars: int, chunk_overlap: int) -> dict:
 class EmbedPassages:
     """Ray actor: the bundled model loaded once, embedding the passages of each document row."""
 
-    def __init__(self, model: str, batch_size: int, lead: int = 0) -> None:
-        from qa.embed import Embedder
+    def __init__(self, model: str, batch_size: int, lead: int = 0, precision: str = "fp32",
+                 model_cache: str = "") -> None:
+        from qa.embed import Embedder, passage_encoder
 
-        self.embedder = Embedder(model, batch_size)
+        self.embedder = passage_encoder(Embedder(model, batch_size), Path(model_cache), precision)
         self.batch_size = batch_size
         self.lead = lead
 
@@ -176,7 +177,9 @@ def prepare_on_ray(paths: Sequence[str | os.PathLike], settings: Settings, known
                         num_cpus=1, max_retries=TASK_RETRIES, retry_exceptions=True)
     ds = ds.map_batches(EmbedPassages, batch_size=4, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1,
                         fn_constructor_kwargs={"model": settings.model, "batch_size": settings.batch_size,
-                                               "lead": reads_lead(settings.index_params())})
+                                               "lead": reads_lead(settings.index_params()),
+                                               "precision": settings.passage_precision,
+                                               "model_cache": str(settings.model_cache)})
     done = 0
     seen: set[str] = set(unchanged)
     rows = iter(ds.iter_rows())
