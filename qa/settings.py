@@ -99,6 +99,9 @@ class Settings:
     passage_lead: str = "title"
     # What embeds passages at index time: "int8" (ONNX Runtime dynamic quantization, per-channel
     # weights) or "fp32". Questions and the sentences an answer scores are always embedded in float32.
+    # Measured 2026-11-23 (eval/README.md, "An int8 passage encoder"): 76 against 47 passages/s; SciFact
+    # nDCG@10 hybrid 0.7318 -> 0.7284, dense 0.6869 -> 0.6815; seeds identical; news dev answer recall
+    # 0.627 -> 0.642, held-out test 0.632 -> 0.662; FinanceBench evidence@5 0.638 -> 0.660.
     passage_precision: str = "int8"
     batch_size: int = DEFAULT_BATCH
     top_k: int = 5
