@@ -161,3 +161,32 @@ def test_a_filing_page_lends_its_heading_to_each_of_its_passages():
     assert searched_text(leads[0], first) == f"Adobe 10-K 2022\n{first}"
     flat = Document("n.txt", "CONSOLIDATED RESULTS\n\nRevenue rose.", title="")
     assert passage_leads(flat, [None]) == [""]
+
+
+def _split(text: str) -> list[str]:
+    return [text[s:e] for s, e in split_sentences(text)]
+
+
+def test_a_table_row_is_one_sentence_whatever_its_cells_hold():
+    text = "Revenue grew. Costs fell.\nOther\t61\t(54)\t7\n(State or other jurisdiction of\t(I.R.S. Employer"
+    assert _split(text) == ["Revenue grew.", "Costs fell.", "Other\t61\t(54)\t7",
+                            "(State or other jurisdiction of\t(I.R.S. Employer"]
+
+
+def test_a_line_break_inside_a_paragraph_ends_a_sentence():
+    assert _split("Consolidated Balance Sheets\nInventories rose by $2 billion.") == \
+        ["Consolidated Balance Sheets", "Inventories rose by $2 billion."]
+
+
+def test_a_stop_inside_a_word_and_a_list_number_do_not_end_sentences():
+    assert _split("AMAZON.COM, INC. reported sales.") == ["AMAZON.COM, INC. reported sales."]
+    assert _split("18. Charlie Fuqua, responsible for signature riffs.") == \
+        ["18. Charlie Fuqua, responsible for signature riffs."]
+
+
+def test_an_opening_quote_starts_the_sentence_it_opens():
+    text = 'Business was good there, he added. "I think the brightest days are ahead." He left.'
+    assert _split(text) == ["Business was good there, he added.", '"I think the brightest days are ahead."',
+                            "He left."]
+    text = "Macron stressed that militias must disband. “It is essential that there is a gradual demilitarization.”"
+    assert _split(text)[1].startswith("“It is essential")
