@@ -20,6 +20,9 @@ from qa.types import Document, Sentence
 _PARAGRAPH = re.compile(r"\n[ \t\r\f\v\xa0]*\n")
 _CLOSERS = "”’\"')]»"
 _OPENERS = "“‘\"'(«"
+# Words sentencex takes for abbreviations (month "May", Maine "Me.", "No.", "Art.") that end
+# sentences as ordinary words; case matters: "No. 5" and "Art. 3" stay whole.
+_WORD_STOP = re.compile(r"\b(?:May|me|no|art)\.([ \t]+)(?=[A-Z])")
 _ENUMERATOR = re.compile(r"^(?:\(?\d{1,3}|[ivx]{1,4}|[a-z])[.)]$")
 _INITIALISM_END = re.compile(r"(?:\b[A-Z]\.){2,}$")
 _STARTERS = frozenset(
@@ -240,7 +243,8 @@ def _repair(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
             out[-1] = (out[-1][0], e)
             continue
         out.append((s, e))
-    return [piece for s, e in out for piece in _split_initialisms(text, s, e)]
+    return [piece for s, e in out for part in _split_words_taken_for_abbreviations(text, s, e)
+            for piece in _split_initialisms(text, *part)]
 
 
 def _opening_quotes_forward(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -257,6 +261,16 @@ def _opening_quotes_forward(text: str, spans: list[tuple[int, int]]) -> list[tup
             out[i] = (s, k)
             out[i + 1] = (e - len(text[k:e].lstrip()), out[i + 1][1])
     return [(s, e) for s, e in out if e > s]
+
+
+def _split_words_taken_for_abbreviations(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """Split after an ordinary word sentencex reads as an abbreviation ("in May. Exports rose.")."""
+    pieces = []
+    for match in _WORD_STOP.finditer(text, start, end):
+        pieces.append((start, match.start(1)))
+        start = match.end(1)
+    pieces.append((start, end))
+    return pieces
 
 
 def _split_initialisms(text: str, start: int, end: int) -> list[tuple[int, int]]:

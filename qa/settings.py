@@ -195,7 +195,7 @@ class Settings:
             "model": self.model,
             "chunk_chars": self.chunk_chars,
             "chunk_overlap": self.chunk_overlap,
-            "segmenter": "sentencex+rules/2",
+            "segmenter": "sentencex+rules/3",
             "sentence_vectors": self.sentence_vectors,
         } | ({"passage_lead": f"{self.passage_lead}/{LEAD_RULE}"} if self.passage_lead != "none" else {}) \
           | ({"sentence_context": self.sentence_context} if self.sentence_vectors == "derived" else {}) \

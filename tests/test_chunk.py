@@ -190,3 +190,9 @@ def test_an_opening_quote_starts_the_sentence_it_opens():
                             "He left."]
     text = "Macron stressed that militias must disband. “It is essential that there is a gradual demilitarization.”"
     assert _split(text)[1].startswith("“It is essential")
+
+
+def test_an_ordinary_word_taken_for_an_abbreviation_still_ends_a_sentence():
+    assert _split("The port reopened in May. Exports rose.") == ["The port reopened in May.", "Exports rose."]
+    assert _split("He told me. Officials agreed.") == ["He told me.", "Officials agreed."]
+    assert _split("See Art. 5 and No. 7 of the treaty.") == ["See Art. 5 and No. 7 of the treaty."]

@@ -306,7 +306,7 @@ def test_sentence_vectors_on_demand_are_never_stored_and_match_their_definition(
     store = load_index(seeds_index, settings).store
     assert not store.stores_sentence_vectors and store.context == settings.sentence_context
     rows = np.array([3, 0, 3, 7, 30])
-    derived = replace(settings, sentence_vectors="derived")
+    derived = replace(settings, sentence_vectors="derived", passage_precision="fp32")  # the same float model
     qa.index_paths([SEEDS], index=tmp_path / "derived", settings=derived)
     stored = load_index(tmp_path / "derived", derived).store
     assert stored.stores_sentence_vectors and (stored.sentence_owners() == store.sentence_owners()).all()
