@@ -570,3 +570,46 @@ def test_passage_vectors_are_kept_in_half_precision_and_older_float32_files_stil
     assert old.problem is None and old.store.passage_vectors(ids).dtype == np.float32
     after = qa.answer("Who will be the spokesperson of the new political alliance?", index=path, settings=settings)
     assert after.text == before.text and not after.abstained
+
+
+def test_a_generation_being_loaded_is_not_removed_under_its_reader(corpus, tmp_path, settings):
+    """A writer that makes a new generation live leaves the one a reader is still loading; the
+    reader removes it when done. (Before: the writer removed it at once and the load failed.)"""
+    from qa.index.store import leased, live
+
+    path = tmp_path / "idx"
+    qa.index_paths([corpus], index=path, settings=settings)
+    first = path / live(path)
+    assert (first / "READERS").is_file() and "READERS" not in json.loads((first / "manifest.json").read_text())["files"]
+    with leased(first):
+        (corpus / "extra.txt").write_text("The Basra port handled 12 ships.", encoding="utf-8")
+        qa.index_paths([corpus], index=path, settings=settings)
+        assert live(path) != first.name and first.is_dir(), "the writer left the generation being read"
+    assert sorted(p.name for p in path.glob("gen-*")) == sorted([first.name, live(path)])
+    load_index(path, settings)  # the live one; the stale one waits for the next writer
+    (corpus / "extra.txt").write_text("The Basra port handled 13 ships.", encoding="utf-8")
+    qa.index_paths([corpus], index=path, settings=settings)
+    assert [p.name for p in path.glob("gen-*")] == [live(path)] and check_index(path, settings) == []
+
+
+def test_a_reader_whose_generation_was_replaced_while_it_loaded_removes_it(corpus, tmp_path, settings, monkeypatch):
+    """The reader that held the last lease on a replaced generation removes it after loading."""
+    import qa.index as index_module
+    from qa.index.store import live
+
+    path = tmp_path / "idx"
+    qa.index_paths([corpus], index=path, settings=settings)
+    first = live(path)
+    real = index_module._load_generation
+
+    def load_while_a_writer_replaces_it(*args, **kwargs):
+        loaded = real(*args, **kwargs)
+        monkeypatch.setattr(index_module, "_load_generation", real)  # the writer's own load is plain
+        (corpus / "extra.txt").write_text("The Basra port handled 12 ships.", encoding="utf-8")
+        qa.index_paths([corpus], index=path, settings=settings)
+        return loaded
+
+    monkeypatch.setattr(index_module, "_load_generation", load_while_a_writer_replaces_it)
+    index = load_index(path, settings)
+    assert sorted(d.doc_id for d in index.documents) == sorted(p.name for p in corpus.iterdir() if p.name != "extra.txt")
+    assert [p.name for p in path.glob("gen-*")] == [live(path)] and live(path) != first

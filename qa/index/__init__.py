@@ -46,7 +46,6 @@ import fcntl
 import functools
 import json
 import os
-import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -62,8 +61,9 @@ from qa.index.keyword import BM25_B, BM25_K1, Bm25Search, KeywordSearch
 from qa.index.milvus import MilvusSearch, MilvusTarget, StoreUnavailable, collection_name, parse_store
 from qa.index.store import (NO_PAGE, P_DOC, P_END, P_FIRST, P_LAST, P_PAGE, P_START, S_DOC, S_END, S_PAGE, S_START,
                             DocumentStore, IndexCorrupt, IndexMismatch, IndexNotFound, IndexProblem, IndexWriteError,
-                            PassageStore, corrupt, file_digest, live, read_manifest, reading, reads_lead, table_problem,
-                            verify_files, write_generation, SentenceEncoder)
+                            LeaseLost, PassageStore, corrupt, file_digest, leased, live, read_manifest, reading,
+                            reads_lead, remove_generation, remove_stale, table_problem, verify_files,
+                            write_generation, SentenceEncoder)
 from qa.index.terms import STOPWORDS, terms
 from qa.settings import Settings
 from qa.types import Document
@@ -522,14 +522,23 @@ def load_index(path: Path, settings: Settings, *, mmap: bool = True, check_store
         try:
             gen, manifest = read_manifest(path)
             check_compatible(manifest, settings, path)
-            return _load_generation(path, gen, manifest, mmap, sentence_encoder(settings),
-                                    store_target(settings), check_store, pooling_context(settings))
+            with leased(gen):
+                index = _load_generation(path, gen, manifest, mmap, sentence_encoder(settings),
+                                         store_target(settings), check_store, pooling_context(settings))
+        except LeaseLost:
+            # a writer removed this generation before we held it: the live one is newer
+            if attempt < LOAD_ATTEMPTS - 1:
+                continue
+            raise IndexCorrupt(corrupt(path, "the index kept changing while it was read")) from None
         except IndexCorrupt:
-            # a writer made another generation live (and removed the one we were reading, even
-            # before its manifest was read): read the new one
+            # a writer made another generation live (and removed the one we were reading
+            # before its manifest was read or its lease taken): read the new one
             if attempt < LOAD_ATTEMPTS - 1 and live(path) != seen:
                 continue
             raise
+        if live(path) != gen.name:  # replaced while we loaded it; its writer left it to us
+            remove_generation(gen)
+        return index
     raise AssertionError("unreachable")
 
 
@@ -655,9 +664,7 @@ def update_index(
         dropped = sorted(d.doc_id for d in documents if d.doc_id in left_out)
         documents = [d for d in documents if d.doc_id not in left_out]
         current = live(path)
-        for stale in path.glob("gen-*"):  # left by a writer that was killed (we hold the lock)
-            if stale.name != current:
-                shutil.rmtree(stale, ignore_errors=True)
+        remove_stale(path, current)  # left by a killed writer, or by one while a reader loaded them
         previous = None
         if not rebuild:
             try:

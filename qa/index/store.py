@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import functools
 import hashlib
 import json
@@ -549,6 +550,7 @@ def write_generation(path: Path, write: Callable[[Path], None], manifest: dict) 
         manifest["files"] = {str(f.relative_to(gen)): f.stat().st_size for f in files}
         manifest["checksums"] = {str(f.relative_to(gen)): file_digest(f) for f in files}
         (gen / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        (gen / LEASE).touch()
         _fsync_tree(gen)
         with open(pointer, "w") as fh:
             fh.write(gen.name)
@@ -564,10 +566,68 @@ def write_generation(path: Path, write: Callable[[Path], None], manifest: dict) 
                                   f"({type(exc).__name__}: {exc})") from exc
         raise
     _fsync_dir(path)
-    for stale in path.glob("gen-*"):
-        if stale.name != gen.name:
-            shutil.rmtree(stale, ignore_errors=True)
+    remove_stale(path, gen.name)
     return gen
+
+
+# A reader holds a shared lock on this file of a generation while it loads it; a writer
+# removes an old generation only under an exclusive lock, so a load is never cut short.
+LEASE = "READERS"
+
+
+class LeaseLost(Exception):
+    """The generation was removed (or is being removed) before the reader could hold it."""
+
+
+@contextlib.contextmanager
+def leased(gen: Path) -> Iterator[None]:
+    """Hold ``gen`` against removal while its files are opened (mapped files then outlive it).
+
+    A generation written before leases existed has no lease file and is read unheld, as before.
+    """
+    try:
+        fh = open(gen / LEASE, "rb")
+    except FileNotFoundError:
+        if not gen.is_dir():
+            raise LeaseLost(gen.name) from None
+        yield
+        return
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LeaseLost(gen.name) from None
+        try:  # the writer may have unlinked it between our open and our lock
+            if os.stat(gen / LEASE).st_ino != os.fstat(fh.fileno()).st_ino:
+                raise LeaseLost(gen.name)
+        except FileNotFoundError:
+            raise LeaseLost(gen.name) from None
+        yield
+
+
+def remove_stale(path: Path, keep: str | None) -> list[str]:
+    """Remove every generation but ``keep`` that no reader is loading; the names left behind.
+
+    Only a writer (holding the index lock) calls this: a generation still being written
+    has no lease yet and would be removed too.
+    """
+    return [stale.name for stale in path.glob("gen-*") if stale.name != keep and not remove_generation(stale)]
+
+
+def remove_generation(gen: Path) -> bool:
+    """Remove ``gen`` unless a reader holds it (then it is left for later): whether it is gone."""
+    try:
+        fh = open(gen / LEASE, "rb")
+    except OSError:
+        shutil.rmtree(gen, ignore_errors=True)
+        return not gen.exists()
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        shutil.rmtree(gen, ignore_errors=True)
+    return not gen.exists()
 
 
 def file_digest(path: Path) -> str:
