@@ -12,7 +12,7 @@ from typing import Callable, Iterator, Sequence
 from qa.cite import verify
 from qa.extractive import answer_extractive, not_found
 from qa.generate import LLMError, clean_text, get_generator, parse_backend, prompt_messages
-from qa.embed import Embedder, QueryEncoder, get_embedder, get_query_encoder, onnx_cache
+from qa.embed import Embedder, QueryEncoder, get_query_encoder, onnx_cache
 from qa.index import (BuildReport, Index, IndexNotFound, IndexProblem, StoreUnavailable, exclude_documents,
                       excluded_ids, load_index, read_manifest, update_index)
 from qa.load import Skipped, load_corpus
@@ -239,7 +239,7 @@ def ensure_default_index(settings: Settings) -> BuildReport | None:
             return None
     except IndexProblem:
         pass
-    embedder = get_embedder(settings.model, settings.batch_size)
+    embedder = _build_encoder(settings)
     sources = [str(settings.corpus)]
     try:
         report = update_index(settings.index, documents, settings, embedder, sources=sources)[1]
@@ -279,7 +279,7 @@ def index_paths(
         documents, skipped = load_corpus(list(paths), follow_symlinks=settings.follow_symlinks, progress=pages)
     if not documents:
         raise ValueError("no readable documents under " + ", ".join(str(p) for p in paths))
-    embedder = get_embedder(settings.model, settings.batch_size)
+    embedder = _build_encoder(settings)
     _, report = update_index(path, documents, settings, embedder, rebuild=rebuild,
                              sources=[str(Path(p).resolve()) for p in paths], progress=progress,
                              prepared=prepared)
@@ -327,8 +327,16 @@ def search(question: str, *, index: str | os.PathLike | None = None, settings: S
     return engine.retriever.search(Query(question), k or settings.top_k, mode=mode, doc_ids=doc_ids)
 
 
-def _export_query_encoder(embedder: Embedder, index: Path, settings: Settings) -> None:
+def _build_encoder(settings: Settings) -> Embedder | QueryEncoder:
+    """The ONNX encoder once its export is in the model cache: a build then never loads PyTorch
+    (about 400 MB less at its peak); the first build uses PyTorch and writes the export."""
+    return get_query_encoder(settings.model, settings.model_cache, settings.batch_size)
+
+
+def _export_query_encoder(embedder: Embedder | QueryEncoder, index: Path, settings: Settings) -> None:
     """Leave the ONNX query encoder in the shared model cache, so answering starts without PyTorch."""
+    if not isinstance(embedder, Embedder):  # the export is what it runs
+        return
     try:
         embedder.export_onnx(onnx_cache(settings.model, settings.model_cache))
     except Exception as exc:  # answering still works, only with a slower start

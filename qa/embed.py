@@ -249,12 +249,14 @@ def quantize_onnx(source: Path, target: Path) -> Path:
     return target
 
 
-def passage_encoder(embedder: Embedder, folder: Path, precision: str) -> "Embedder | QueryEncoder":
+def passage_encoder(embedder: "Embedder | QueryEncoder", folder: Path, precision: str) -> "Embedder | QueryEncoder":
     """What embeds passages at index time: ``embedder`` itself ("fp32"), or its int8 ONNX form ("int8").
 
     Embedding passages is nearly all of an index build. The int8 form runs about twice as
     fast on two cores with every passage vector within cosine 0.99 of the float one; questions
     and the sentences an answer scores stay float32 (eval/README.md, "An int8 passage encoder").
+    ``embedder`` may be the float ONNX encoder (:func:`get_query_encoder`): the int8 form is
+    quantized from its export, and PyTorch is never loaded.
     """
     if precision == "fp32":
         return embedder
@@ -267,7 +269,10 @@ def passage_encoder(embedder: Embedder, folder: Path, precision: str) -> "Embedd
     if encoder is not None:
         return encoder
     if not target.exists():
-        quantize_onnx(embedder.export_onnx(onnx_cache(embedder.name, folder)), target)
+        source = onnx_cache(embedder.name, folder)
+        if isinstance(embedder, Embedder):
+            source = embedder.export_onnx(source)
+        quantize_onnx(source, target)
     encoder = QueryEncoder(embedder.name, target)
     with _cache_lock:
         return _cache.setdefault(key, encoder)

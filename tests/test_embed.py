@@ -38,6 +38,39 @@ def test_answering_from_a_built_index_does_not_import_torch(seeds_index):
     assert not torch_loaded and not st_loaded
 
 
+def test_indexing_with_the_export_in_the_cache_does_not_import_torch(seeds_index, tmp_path):
+    """Once the ONNX export is cached a build runs on ONNX Runtime alone: PyTorch's ~400 MB stays out."""
+    corpus = tmp_path / "reports"
+    corpus.mkdir()
+    (corpus / "basra.txt").write_text("The Basra port handled 12 ships on Monday. Its director resigned.", "utf-8")
+    code = ("import sys, json, qa; r, _ = qa.index_paths([sys.argv[1]], index=sys.argv[2]); "
+            "a = qa.answer('How many ships did the Basra port handle?', index=sys.argv[2]); "
+            "print(json.dumps([r.embedded_passages, a.text, 'torch' in sys.modules, "
+            "'sentence_transformers' in sys.modules]))")
+    done = subprocess.run([sys.executable, "-c", code, str(corpus), str(tmp_path / "idx")], capture_output=True,
+                          text=True, cwd=ROOT, env={**os.environ}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    embedded, text, torch_loaded, st_loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert embedded == 1 and "12 ships" in text
+    assert not torch_loaded and not st_loaded
+
+
+def test_the_int8_encoder_is_made_from_the_onnx_export_alone(embedder, settings, tmp_path):
+    """A cache holding only the float export yields the same int8 model as one made through PyTorch."""
+    import shutil
+
+    shutil.copy(onnx_cache(settings.model, settings.model_cache), onnx_cache(settings.model, tmp_path))
+    light = get_query_encoder(settings.model, tmp_path)
+    assert isinstance(light, QueryEncoder)
+    int8 = passage_encoder(light, tmp_path, "int8")
+    assert int8_cache(settings.model, tmp_path).exists() and int8 is not light
+    text = (SEEDS / "000_e8572f977ee04a7c.txt").read_text(encoding="utf-8")
+    passages = [text[i:i + 600] for i in range(0, len(text), 600)]
+    reference = passage_encoder(embedder, settings.model_cache, "int8")
+    np.testing.assert_allclose(int8.encode(passages, batch_size=16), reference.encode(passages, batch_size=16),
+                               atol=1e-5)
+
+
 def test_one_forward_pass_gives_the_passage_vector_and_one_per_sentence(embedder):
     text = ("Oil prices rose by 3% on Monday after OPEC cut output. The central bank kept its rate at 4.5%. "
             "Fans queued for hours to buy tickets for the final.")

@@ -159,7 +159,7 @@ class Index:
 def build_index(
     documents: Sequence[Document],
     settings: Settings,
-    embedder: Embedder,
+    embedder: Embedder | QueryEncoder,
     previous: Index | None = None,
     progress: Progress | None = None,
     name: str = "index",
@@ -644,7 +644,7 @@ def update_index(
     path: Path,
     documents: Sequence[Document],
     settings: Settings,
-    embedder: Embedder,
+    embedder: Embedder | QueryEncoder,
     *,
     rebuild: bool = False,
     sources: Sequence[str] = (),

@@ -97,9 +97,11 @@ class EmbedPassages:
 
     def __init__(self, model: str, batch_size: int, lead: int = 0, precision: str = "fp32",
                  model_cache: str = "") -> None:
-        from qa.embed import Embedder, passage_encoder
+        from qa.embed import get_query_encoder, passage_encoder
 
-        self.embedder = passage_encoder(Embedder(model, batch_size), Path(model_cache), precision)
+        # the ONNX export when the cache has it: no PyTorch in the actor
+        self.embedder = passage_encoder(get_query_encoder(model, Path(model_cache), batch_size),
+                                        Path(model_cache), precision)
         self.batch_size = batch_size
         self.lead = lead
 
