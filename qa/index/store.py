@@ -605,13 +605,15 @@ def leased(gen: Path) -> Iterator[None]:
         yield
 
 
-def remove_stale(path: Path, keep: str | None) -> list[str]:
-    """Remove every generation but ``keep`` that no reader is loading; the names left behind.
+def remove_stale(path: Path, keep: str | None) -> None:
+    """Remove every generation but ``keep`` that no reader is loading (those wait for the next writer).
 
     Only a writer (holding the index lock) calls this: a generation still being written
     has no lease yet and would be removed too.
     """
-    return [stale.name for stale in path.glob("gen-*") if stale.name != keep and not remove_generation(stale)]
+    for stale in path.glob("gen-*"):
+        if stale.name != keep:
+            remove_generation(stale)
 
 
 def remove_generation(gen: Path) -> bool:
