@@ -511,6 +511,13 @@ def check_compatible(manifest: dict, settings: Settings, path: Path) -> None:
                             f"or use the settings it was built with")
 
 
+# CPython 3.11 keeps one AST recursion counter per interpreter, so two threads parsing at once
+# can raise "SystemError: AST constructor recursion depth mismatch" (cpython gh-106905). np.load
+# parses every .npy header with ast.literal_eval, and loading is all of this process's parsing:
+# one generation is read at a time (each is read once, then cached by its reader).
+_LOADING = threading.Lock()
+
+
 def load_index(path: Path, settings: Settings, *, mmap: bool = True, check_store: bool = True) -> Index:
     """Load the live generation at ``path``; mismatch or corruption raise with a rebuild hint.
 
@@ -522,7 +529,7 @@ def load_index(path: Path, settings: Settings, *, mmap: bool = True, check_store
         try:
             gen, manifest = read_manifest(path)
             check_compatible(manifest, settings, path)
-            with leased(gen):
+            with leased(gen), _LOADING:
                 index = _load_generation(path, gen, manifest, mmap, sentence_encoder(settings),
                                          store_target(settings), check_store, pooling_context(settings))
         except LeaseLost:
