@@ -235,7 +235,8 @@ def build_index(
                 text = doc.text[p.start:p.end]
                 fresh_p_text.append(searched_text(lead, text) if lead else text)
                 fresh_shift.append(len(fresh_p_text[-1]) - len(text))
-            fresh_s_text.extend(doc.text[s.start:s.end] for s in sentences)
+            if settings.sentence_vectors != "ondemand":  # on demand, no sentence is embedded now
+                fresh_s_text.extend(doc.text[s.start:s.end] for s in sentences)
         doc_blocks.append((p_tab, s_tab, None, None, np.arange(next_id, next_id + len(spans), dtype=np.int64)))
         next_id += len(spans)
         if progress:
@@ -268,13 +269,21 @@ def build_index(
         fresh_ids.append(ids)
         fresh_vecs.append(vecs)
     report.embedded_passages = sum(n_p for _, n_p, _ in fresh_slots)
-    p_vecs = _stack(fresh_vecs, embedder.dim)
+    # A new index embedded here holds the embedder's output as it is, in document order: no copies
+    # (each a float32 row per passage: 136 MB at 89k passages, several of which set the build's peak).
+    all_here = len(fresh_slots) == len(doc_blocks) and all(v is None for v in ready_vecs) and p_off == len(p_vecs)
+    p_vecs = p_vecs if all_here else _stack(fresh_vecs, embedder.dim)
 
     dim = embedder.dim
     if target is not None:  # the engine keeps the passage vectors
         doc_blocks = [(p, s, np.zeros((len(p), 0), np.float32), sv, ids) for p, s, _, sv, ids in doc_blocks]
     passages, sentences = _concat_tables(doc_blocks)
-    passage_vectors = _stack([b[2] for b in doc_blocks], 0 if target is not None else dim)
+    if target is not None:
+        passage_vectors = np.zeros((len(passages), 0), np.float32)
+    elif all_here:
+        passage_vectors = p_vecs
+    else:
+        passage_vectors = _stack([b[2] for b in doc_blocks], dim)
     # The store's copy (exact scoring under a filter, rebuilds) is kept in half precision: half the
     # largest file of a big index; FAISS itself is built from the float32 vectors.
     store = PassageStore(list(documents), passages, _ids([b[4] for b in doc_blocks]), sentences,
@@ -402,6 +411,8 @@ def _embed_unique(embedder: Embedder | QueryEncoder, p_text: list[str], s_text: 
         vectors[rows] = embedder.encode([unique[i] for i in rows], batch_size=batch_size)
         if progress:
             progress("embedding", min(lo + block, len(order)), len(order))
+    if len(unique) == len(p_text) and not s_text:  # no repeats: already in passage order
+        return vectors, np.zeros((0, embedder.dim), np.float32)
     pos = {t: i for i, t in enumerate(unique)}
     take = lambda texts: vectors[[pos[t] for t in texts]] if texts else np.zeros((0, embedder.dim), np.float32)
     return take(p_text), take(s_text)
