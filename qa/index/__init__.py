@@ -526,7 +526,7 @@ def check_compatible(manifest: dict, settings: Settings, path: Path) -> None:
 # can raise "SystemError: AST constructor recursion depth mismatch" (cpython gh-106905). np.load
 # parses every .npy header with ast.literal_eval, and loading is all of this process's parsing:
 # one generation is read at a time (each is read once, then cached by its reader).
-_LOADING = threading.Lock()
+_LOADING = threading.RLock()  # re-entered only by the same thread (a test loads inside a load)
 
 
 def load_index(path: Path, settings: Settings, *, mmap: bool = True, check_store: bool = True) -> Index:
