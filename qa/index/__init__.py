@@ -253,7 +253,7 @@ def build_index(
         p_vecs, s_vecs = _embed_unique(encoder, fresh_p_text, [] if on_demand else fresh_s_text,
                                        settings.batch_size, progress)
     report.embedded_sentences = len(fresh_s_text) if settings.sentence_vectors == "separate" else 0
-    del fresh_p_text, fresh_s_text  # embedded: the store gives the searched texts again, one at a time
+    del fresh_p_text, fresh_s_text  # embedded; BM25 reads the searched texts from the store again
     p_off = s_off = 0
     fresh_ids, fresh_vecs = [], []
     for (block, n_p, n_s), ready_v in zip(fresh_slots, ready_vecs):
