@@ -150,6 +150,53 @@ def page_headings(doc: Document) -> dict[int, str]:
     return out
 
 
+# The three financial statements, by the names filings and questions give them.
+STATEMENTS: dict[str, str] = {
+    "balance": r"balance sheets?|statements? of financial (?:position|condition)",
+    "income": r"income statements?|statements? of (?:consolidated )?(?:income|operations|earnings)|"
+              r"profit and loss(?: statements?| accounts?)?",
+    "cash": r"cash flows? statements?|statements? of cash flows?",
+}
+STATEMENT_SEARCH_LINES = 6  # a statement's name comes after "Item 8" and the company's name at most
+_COMPANY = (r"(?:.{1,60}?\b(?:inc\.?|incorporated|corporation|corp\.?|company|co\.|ltd\.?|limited|plc|n\.v\.|"
+            r"s\.a\.|llc|group)[,.]?\s+)?")
+_STATEMENT_HEADING = {kind: re.compile(_COMPANY + r"(?:(?:condensed|consolidated|combined|interim|unaudited)\s+)*"
+                                       r"(?:" + pattern + r")(?:\s*\([^)]{0,40}\)){0,2}", re.IGNORECASE)
+                      for kind, pattern in STATEMENTS.items()}
+
+
+def statement_of_heading(line: str) -> str:
+    """The financial statement a heading line names ("balance", "income", "cash"), else "".
+
+    The whole line must be the statement's name, after the company's name at most and
+    before a parenthesis ("(continued)", "(Unaudited)"): "Consolidated Balance Sheets" and
+    "NIKE, Inc. Consolidated Statements of Income" are statements; "Supplemental balance
+    sheet information related to leases", "Statements of Operations:" in a five-year table
+    and "Notes to Consolidated Financial Statements" are not.
+    """
+    text = " ".join(line.split())
+    return next((kind for kind, heading in _STATEMENT_HEADING.items() if heading.fullmatch(text)), "")
+
+
+def page_statements(doc: Document) -> dict[int, str]:
+    """The financial statement each page of ``doc`` presents ("" for none).
+
+    A question that names a statement ("…using the balance sheet") is answered from that
+    statement's page, which holds numbers and the statement's name only once: ranked by
+    its words it comes after every page of prose that mentions the balance sheet. A page
+    that opens with table rows and no heading continues the statement before it.
+    """
+    out: dict[int, str] = {}
+    carried = ""
+    for page in doc.pages:
+        lines = [ln for ln in doc.text[page.start:page.end].split("\n") if ln.strip()][:STATEMENT_SEARCH_LINES]
+        named = next((kind for kind in map(statement_of_heading, lines) if kind), "")
+        continued = bool(lines) and "\t" in lines[0] and not any(is_heading_line(ln) for ln in lines)
+        carried = named or (carried if continued else "")
+        out[page.number] = carried
+    return out
+
+
 def passage_leads(doc: Document, pages: Sequence[int | None], rule: int = 5) -> list[str]:
     """The lead of each passage of ``doc`` (given by its page): :func:`passage_lead` under lead ``rule``.
 

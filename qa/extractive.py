@@ -287,12 +287,27 @@ def score_sentences(query: Query, shape: QuestionShape, vector: np.ndarray, pass
 def choose(shape: QuestionShape, query: Query, candidates: list[Candidate], index: Index,
            settings: Settings) -> list[Candidate]:
     """The best sentence, its near ties, the parts it leaves out, and the other reports."""
+    candidates = distinct_texts(candidates, index)
     chosen = near_ties(shape, candidates, settings)
     if shape.multipart:
         chosen = cover_parts(query, candidates, chosen, index, settings)
     if shape.multidoc:
         chosen = other_reports(candidates, chosen, settings)
     return chosen
+
+
+def distinct_texts(candidates: list[Candidate], index: Index) -> list[Candidate]:
+    """Each wording once, at its best-scored place: a sentence a report repeats on every page
+    (a disclaimer, a running note) or that two reports share verbatim would otherwise fill the
+    answer with copies of itself, each cited."""
+    seen: set[str] = set()
+    out = []
+    for c in candidates:
+        key = " ".join(_text(index, c).split()).casefold()
+        if key not in seen:
+            seen.add(key)
+            out.append(c)
+    return out
 
 
 def near_ties(shape: QuestionShape, candidates: list[Candidate], settings: Settings) -> list[Candidate]:

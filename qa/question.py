@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from qa.chunk import STATEMENTS
 from qa.index import terms
 
 _QUANTITY = re.compile(r"\b(how (many|much|large|big|long|old|often)|what (number|percentage|share|amount|proportion|size)|"
@@ -32,6 +33,18 @@ _ENTITY_NOUNS = (r"agency|agencies|newspaper|paper|outlet|outlets|media|network|
                  r"actor|actress|author|brand|school|university|airline|storm|hurricane|ship|candidate|candidates")
 _ENTITY = re.compile(r"^\W*(who|whom|whose|where)\b|\b(which|what)\s+(?:[\w’'-]+\s+){0,2}?(" + _ENTITY_NOUNS + r")\b",
                      re.IGNORECASE)
+# Line items each financial statement carries (and the other statements do not headline).
+_LINE_ITEMS = {
+    "income": r"revenues?|net sales|cost of (?:goods sold|sales|revenues?)|cogs|gross (?:profit|margins?)|"
+              r"operating (?:income|margins?|expenses?)|net (?:income|earnings)|earnings per share|eps|ebit(?:da)?|"
+              r"sg&a|interest expense",
+    "balance": r"total assets|inventor(?:y|ies)|accounts (?:payable|receivable)|total liabilities|debt|"
+               r"(?:share|stock)holders[’']? equity|working capital|current (?:assets|liabilities)",
+    "cash": r"cash flows? from operations|operating cash flows?|free cash ?flows?|capital expenditures?|capex|"
+            r"cash (?:provided by|from) operating activities",
+}
+_NAMED_STATEMENT = {kind: re.compile(r"\b(?:" + pattern + r")\b", re.IGNORECASE) for kind, pattern in STATEMENTS.items()}
+_IMPLIED_STATEMENT = {kind: re.compile(r"\b(?:" + pattern + r")\b", re.IGNORECASE) for kind, pattern in _LINE_ITEMS.items()}
 _NUMBER_PART = re.compile(r"(?<=[A-Za-z])\d{2,}|\d{2,}(?=[A-Za-z])")
 _PROPER = re.compile(r"(?<![.!?]\s)(?<!^)\b([A-Z][\w’'\-]+(?:\.[A-Z]\.?)*|\d[\d,.]*)")
 
@@ -50,6 +63,7 @@ class QuestionShape:
     multipart: bool = False
     multidoc: bool = False
     names: tuple[str, ...] = ()
+    statement: str = ""  # the financial statement it names or implies: "balance", "income", "cash"
 
 
 def analyse(question: str) -> QuestionShape:
@@ -67,7 +81,19 @@ def analyse(question: str) -> QuestionShape:
         multipart=bool(_MULTIPART.search(question)),
         multidoc=bool(_MULTIDOC.search(question)),
         names=question_names(question),
+        statement=named_statement(question),
     )
+
+
+def named_statement(question: str) -> str:
+    """The financial statement a question is about: the one it names ("…using the balance
+    sheet"), else the one whose line item it asks for ("What is the FY2016 COGS…" → "income"),
+    else "". Only filings have statement pages, so elsewhere this changes nothing."""
+    for table in (_NAMED_STATEMENT, _IMPLIED_STATEMENT):
+        kind = next((kind for kind, pattern in table.items() if pattern.search(question)), "")
+        if kind:
+            return kind
+    return ""
 
 
 def question_names(question: str) -> tuple[str, ...]:

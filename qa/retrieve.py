@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from qa.embed import Embedder, QueryEncoder
 from qa.index import Index, IndexCorrupt, MilvusSearch, terms
-from qa.question import name_spans
+from qa.question import name_spans, named_statement
 from qa.settings import Settings
 from qa.types import Passage
 
@@ -165,7 +165,33 @@ class Retriever:
         fused = ranked[0] if len(ranked) == 1 else reciprocal_rank_fusion(ranked, self.settings.rrf_k, weights)
         if mode == "hybrid":  # within the passages an answer reads, even when more are asked for
             fused = keep_best(fused, ranked[:2], min(k, self.settings.top_k), self.settings.keep_best)
+            fused = self.with_statement(query, fused, k, vec, lambda ids: self.dense(vec, self.settings.statement_pages, ids))
         return [self.index.store.passage(pid, score) for pid, score in fused[:k]]
+
+    def with_statement(self, query: Query, found: Sequence[tuple[int, float]], k: int, vector: np.ndarray,
+                       rank: Callable[[np.ndarray], list[tuple[int, float]]]) -> list[tuple[int, float]]:
+        """``found`` with the best passages of the financial statement the question is about
+        among the first ``top_k``: the statement's pages of the reports found (a filing's balance
+        sheet is numbers under one heading, out-ranked by every page of prose that mentions it).
+
+        ``rank(ids)`` orders candidate ids by dense score. Off when ``statement_pages`` is 0.
+        """
+        kind = named_statement(query.question) if self.settings.statement_pages > 0 else ""
+        if not kind or not found:
+            return list(found)
+        store = self.index.store
+        head = min(k, self.settings.top_k)
+        docs = list(dict.fromkeys(store.passage(pid).doc_id for pid, _ in found[:max(k, head)]))
+        candidates = store.statement_passages(docs, kind)
+        if not len(candidates):
+            return list(found)
+        shown = {pid for pid, _ in found[:head]}
+        extra = [(pid, score) for pid, score in rank(candidates) if pid not in shown][:head]
+        if not extra:
+            return list(found)
+        kept = list(found[:max(head - len(extra), 0)])
+        added = {pid for pid, _ in kept + extra}
+        return kept + extra + [item for item in found if item[0] not in added]
 
     def _search_engine(self, engine: MilvusSearch, query: Query, k: int, n: int, mode: str,
                        vector: np.ndarray | None, allowed: np.ndarray | None,
@@ -186,7 +212,8 @@ class Retriever:
                 if m > 0:
                     best = [engine.dense_search(vec, m, allowed, names), engine.keyword_search(words, m, allowed, names)]
                     hits = keep_best(hits, best, min(k, self.settings.top_k), m)
-                hits = hits[:k]
+                hits = self.with_statement(query, hits, k, vec, lambda ids: engine.dense_search(
+                    vec, self.settings.statement_pages, ids, None))[:k]
         # a row the store does not hold (an update under way elsewhere) is never shown
         return [store.passage(pid, score) for pid, score in hits if store.holds(pid)]
 

@@ -153,3 +153,14 @@ def test_restricted_to_a_report_that_does_not_say(seeds_index, settings, questio
     """Asked within one report that does not answer, the reply is the fixed abstention, not a fragment."""
     a = qa.answer(question, index=seeds_index, settings=settings, doc_ids=[doc])
     assert a.abstained and a.text.startswith("The reports do not say") and not a.citations
+
+
+def test_a_sentence_repeated_on_many_pages_is_quoted_once(tmp_path, settings):
+    """Ten pages open with the same note: the answer quotes it once, not once a page."""
+    from tests.test_index import STATEMENT_QUESTION, statement_filing
+
+    index = tmp_path / "idx"
+    qa.index_paths([statement_filing(tmp_path / "filings")], index=index, settings=settings)
+    a = qa.answer(STATEMENT_QUESTION, index=index, settings=settings)
+    quotes = [" ".join(c.quote.split()) for c in a.citations]
+    assert quotes and len(quotes) == len(set(quotes)), quotes

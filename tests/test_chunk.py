@@ -196,3 +196,30 @@ def test_an_ordinary_word_taken_for_an_abbreviation_still_ends_a_sentence():
     assert _split("The port reopened in May. Exports rose.") == ["The port reopened in May.", "Exports rose."]
     assert _split("He told me. Officials agreed.") == ["He told me.", "Officials agreed."]
     assert _split("See Art. 5 and No. 7 of the treaty.") == ["See Art. 5 and No. 7 of the treaty."]
+
+
+def test_a_statement_page_is_known_by_a_heading_that_is_only_its_name():
+    from qa.chunk import page_statements, statement_of_heading
+    from qa.types import Document, Page
+
+    assert statement_of_heading("Consolidated Balance Sheets") == "balance"
+    assert statement_of_heading("NIKE, Inc. Consolidated Statements of Income") == "income"
+    assert statement_of_heading("INCOME STATEMENTS") == "income"
+    assert statement_of_heading("Condensed Consolidated Statements of Cash Flows (Unaudited)") == "cash"
+    assert statement_of_heading("CONSOLIDATED STATEMENTS OF OPERATIONS (continued)") == "income"
+    for line in ("Supplemental balance sheet information related to leases was as follows:",
+                 "Statements of Operations:", "Notes to Consolidated Financial Statements",
+                 "Our balance sheet remains strong.", "Consolidated Statements of Comprehensive Income"):
+        assert statement_of_heading(line) == "", line
+    pages = ["Item 8\nITEM 8. FINANCIAL STATEMENTS\nINCOME STATEMENTS\nRevenue\t85,320\t93,580",
+             "Net income\t16,798\t12,193",  # no heading: the statement goes on
+             "BALANCE SHEETS\nTotal assets\t193,694",
+             "Liquidity and Capital Resources\nCash was ample. The balance sheet is strong.",
+             "CONSOLIDATED STATEMENTS OF CASH FLOWS\nNet income\t16,798",
+             "We review the balance sheet each quarter, as the notes describe."]  # prose: not a statement continued
+    text, spans = "", []
+    for number, page in enumerate(pages, start=1):
+        spans.append(Page(number, len(text), len(text) + len(page)))
+        text += page + "\n\n"
+    doc = Document("f.pdf", text, tuple(spans), title="")
+    assert page_statements(doc) == {1: "income", 2: "income", 3: "balance", 4: "", 5: "cash", 6: ""}

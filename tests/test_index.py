@@ -613,3 +613,39 @@ def test_a_reader_whose_generation_was_replaced_while_it_loaded_removes_it(corpu
     index = load_index(path, settings)
     assert sorted(d.doc_id for d in index.documents) == sorted(p.name for p in corpus.iterdir() if p.name != "extra.txt")
     assert [p.name for p in path.glob("gen-*")] == [live(path)] and live(path) != first
+
+
+STATEMENT_QUESTION = "Using the balance sheet, what were the inventories at year end?"
+STATEMENT_PAGE = 6
+
+
+def statement_filing(folder: Path) -> Path:
+    """A filing whose balance sheet (page 6) sits among ten pages of prose about the balance sheet."""
+    from tests.pdfs import write_pdf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    prose = [f"Note {i}. Our balance sheet discussion: management reviews the inventories on the balance sheet "
+             f"at year end, and the balance sheet shows how inventories at year end compare with last year."
+             for i in range(1, 11)]
+    sheet = "ACME Corp.\nConsolidated Balance Sheets\n(in millions)\nMerchandise inventories\t5,409\t5,209\nTotal assets\t12,901\t13,049"
+    write_pdf(folder / "ACME_10K.pdf", prose[:5] + [sheet] + prose[5:])
+    return folder
+
+
+def test_a_question_about_a_financial_statement_reads_the_statement_page(tmp_path, settings, embedder):
+    """A filing's balance sheet is numbers under one heading: pages of prose that talk about the
+    balance sheet out-rank it. A question that names the statement, or asks for one of its line
+    items, gets the statement's passage among the five it reads; other questions are untouched."""
+    path = tmp_path / "idx"
+    qa.index_paths([statement_filing(tmp_path / "filings")], index=path, settings=settings)
+    index = load_index(path, settings)
+
+    def pages(question: str, statement_pages: int) -> list[int]:
+        chosen = replace(settings, statement_pages=statement_pages)
+        return [p.page for p in Retriever(index, embedder, chosen).search(Query(question))]
+
+    assert STATEMENT_PAGE not in pages(STATEMENT_QUESTION, 0)  # ranked by its words alone, the statement is not read
+    assert STATEMENT_PAGE in pages(STATEMENT_QUESTION, 2)
+    assert STATEMENT_PAGE in pages("What were ACME's merchandise inventories at year end?", 2)  # implied by its line item
+    other = "Who reviews the discussion at year end?"
+    assert pages(other, 2) == pages(other, 0)

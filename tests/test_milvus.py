@@ -107,6 +107,22 @@ def test_a_restricted_question_is_answered_from_those_reports_only(ray_seeds, mi
     assert qa.search("political alliance", index=ray_seeds, settings=settings, doc_ids=["no-such"]) == []
 
 
+def test_the_engine_reads_the_statement_a_question_names(milvus_server, tmp_path):
+    """The statement-page rule ranks its candidates through the engine's own filtered search."""
+    from qa.api import get_engine
+    from qa.retrieve import Query
+
+    from .test_index import STATEMENT_PAGE, STATEMENT_QUESTION, statement_filing
+
+    settings = milvus_settings(milvus_server)
+    path = tmp_path / "idx"
+    qa.index_paths([statement_filing(tmp_path / "filings")], index=path, settings=settings)
+    engine = get_engine(path, settings)
+    assert STATEMENT_PAGE in [p.page for p in engine.retriever.search(Query(STATEMENT_QUESTION))]
+    result = qa.answer(STATEMENT_QUESTION, index=path, settings=settings)
+    assert result.citations  # each verbatim at its offsets (tests/conftest.py checks every answer)
+
+
 def test_as_retriever_works_on_the_milvus_store(ray_seeds, milvus_server):
     retriever = qa.as_retriever(ray_seeds, k=3, settings=milvus_settings(milvus_server))
     nodes = retriever.retrieve("Who will be the spokesperson of the new political alliance?")

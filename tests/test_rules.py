@@ -133,3 +133,16 @@ def test_hybrid_search_holds_both_retrievers_best(seeds_index, settings):
         for k in (5, 8):
             top = {p.passage_id for p in retriever.search(query, k)[:5]}
             assert set(dense) | set(bm25) <= top, question
+
+
+def test_a_question_names_or_implies_its_financial_statement():
+    from qa.question import named_statement
+
+    assert named_statement("Using only the balance sheet, what were total assets?") == "balance"
+    assert named_statement("Based on the statement of income, what was revenue?") == "income"
+    assert named_statement("From the consolidated statements of cash flows, what was capex?") == "cash"
+    assert named_statement("What is the FY2016 COGS for Microsoft?") == "income"  # a line item only it carries
+    assert named_statement("What drove free cash flow in 2023?") == "cash"
+    assert named_statement("How much debt did Microsoft carry?") == "balance"
+    assert named_statement("Who will be the spokesperson of the new alliance?") == ""
+    assert analyse("What is Nike's gross margin?").statement == "income"

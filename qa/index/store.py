@@ -30,7 +30,7 @@ from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
-from qa.chunk import passage_leads, searched_text
+from qa.chunk import page_statements, passage_leads, searched_text
 from qa.types import Document, Page, Passage, Sentence
 
 GENERATION = re.compile(r"gen-[\w.-]+")
@@ -208,6 +208,7 @@ class PassageStore:
         self.context = context
         self.lead = lead
         self._leads: dict[int, dict[int | None, str]] = {}
+        self._statements: dict[int, dict[int, str]] = {}
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
@@ -288,6 +289,24 @@ class PassageStore:
             numbers = [p.number for p in doc.pages] + [None]
             leads = self._leads[doc_i] = dict(zip(numbers, passage_leads(doc, numbers, self.lead)))
         return leads.get(None if page == NO_PAGE else int(page), leads.get(None, ""))
+
+    def statement_passages(self, doc_ids: Sequence[str], kind: str) -> np.ndarray:
+        """Ids of the passages of ``doc_ids`` on pages that present financial statement ``kind``
+        (:func:`qa.chunk.page_statements`; read once per document), in table order."""
+        found = []
+        for doc_id in doc_ids:
+            doc_i = self._doc_pos.get(doc_id)
+            if doc_i is None:
+                continue
+            kinds = self._statements.get(doc_i)
+            if kinds is None:
+                doc = self.documents[doc_i]
+                kinds = self._statements[doc_i] = page_statements(doc) if doc.pages else {}
+            pages = [page for page, k in kinds.items() if k == kind]
+            if pages:
+                rows = self._rows_of_document(doc_i)[0]
+                found.append(self.ids[rows[np.isin(self.table[rows, P_PAGE], pages)]])
+        return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
 
     def passage_vectors(self, ids: np.ndarray | Sequence[int]) -> np.ndarray:
         """The stored vectors of passages ``ids``, in that order (float32, whatever they are stored as)."""
