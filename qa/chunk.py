@@ -158,10 +158,13 @@ STATEMENTS: dict[str, str] = {
     "cash": r"cash flows? statements?|statements? of cash flows?",
 }
 STATEMENT_SEARCH_LINES = 6  # a statement's name comes after "Item 8" and the company's name at most
-_COMPANY = (r"(?:.{1,60}?\b(?:inc\.?|incorporated|corporation|corp\.?|company|co\.|ltd\.?|limited|plc|n\.v\.|"
-            r"s\.a\.|llc|group)[,.]?\s+)?")
-_STATEMENT_HEADING = {kind: re.compile(_COMPANY + r"(?:(?:condensed|consolidated|combined|interim|unaudited)\s+)*"
-                                       r"(?:" + pattern + r")(?:\s*\([^)]{0,40}\)){0,2}", re.IGNORECASE)
+_COMPANY = (r".{1,60}?\b(?:inc\.?|incorporated|corporation|corp\.?|company|co\.|ltd\.?|limited|plc|n\.v\.|s\.a\.|"
+            r"llc|group)(?:,?\s+and\s+(?:its\s+)?(?:consolidated\s+)?subsidiar(?:y|ies)(?:\s+companies)?)?[,.]?")
+_UNITS = r"(?:\(.{0,80}?\)|(?:\$|dollars|amounts|in\s)[^()]{0,80}?(?:millions|thousands|billions)[^()]{0,60})"
+_STATEMENT_HEADING = {kind: re.compile(r"(?:" + _COMPANY + r"\s+)?(?:u\.s\.\s+gaap\s+)?"
+                                       r"(?:(?:condensed|consolidated|combined|interim|unaudited)\s+)*"
+                                       r"(?:" + pattern + r")(?:\s+" + _COMPANY + r")?(?:\s*" + _UNITS + r"){0,2}",
+                                       re.IGNORECASE)
                       for kind, pattern in STATEMENTS.items()}
 
 

@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from qa.index import Index, terms
-from qa.question import QuestionShape, analyse, name_spans, name_stems
+from qa.question import QuestionShape, analyse, item_terms, name_spans, name_stems
 from qa.retrieve import NOT_FOUND_PREFIX, Query
 from qa.settings import AnswerRules, Settings
 from qa.text import is_instruction
@@ -35,6 +35,9 @@ _CAUSE = re.compile(r"\b(because|due to|since|as a result|in order to|so that|ow
                     r"aim|aims|goal|to (avoid|protect|keep|prevent|preserve|fight|run|pursue|join))\b", re.IGNORECASE)
 _ENUMERATION = re.compile(r"[A-Z][\w’'-]*(?: [\w’'-]+){0,3}, (?:and )?[A-Z]")
 _WORDS = re.compile(r"[\w’'.-]+")
+_DIGIT = re.compile(r"\d")
+_PERIOD_LABEL = re.compile(r"\d|\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\b", re.IGNORECASE)
+_REASON = re.compile(r"\b(why|drove|drives?|driven|drivers?|reasons?|caused?|explains?|factors?|due to)\b", re.IGNORECASE)
 _INTERROGATIVE = re.compile(r"\?[\"'”’)\]]*$")
 _PRONOUN_START = re.compile(r"^\W*(he|she|they|it|his|her|their|its)\b", re.IGNORECASE)
 _OPENERS = frozenset(
@@ -145,6 +148,23 @@ def list_shape_bonus(shape: QuestionShape, sentence: str, rules: AnswerRules) ->
     return 0.0
 
 
+def statement_row_bonus(shape: QuestionShape, sentence: str, on_statement: bool, rules: AnswerRules) -> float:
+    """A question about a financial statement is answered by the statement's row for the line
+    item it asks about, a label and numbers that neither embed nor share words well with a long
+    question: the row gains in proportion to how much of its label the question uses. A question
+    that asks why a line item moved is answered in prose: no row gains."""
+    if not (shape.statement and on_statement and "\t" in sentence and _DIGIT.search(sentence)):
+        return 0.0
+    if shape.wants_cause or _REASON.search(shape.text):
+        return 0.0  # "What drove the decrease in cost of sales?" is answered in prose, not by the row
+    head = sentence.split("\t", 1)[0]
+    label = terms(head)
+    if not label or _PERIOD_LABEL.search(head):
+        return 0.0  # a column header ("December 2,\tDecember 3,"; "Twelve Months Ended June 30, 2023") holds no item
+    share = len(set(label) & item_terms(shape.text)) / len(set(label))
+    return rules.statement_row_bonus * share if share >= 0.5 else 0.0
+
+
 def repeat_factor(sentence: str, said_folded: str, rules: AnswerRules) -> float:
     """A sentence the previous answer quoted gains nothing from the history that quoted it.
 
@@ -248,6 +268,8 @@ def score_sentences(query: Query, shape: QuestionShape, vector: np.ndarray, pass
         if quoted:
             dense_bare[quoted] = store.sentence_vectors(order[quoted], alone=True) @ bare
     out = []
+    statement = set(store.statement_passages(list(dict.fromkeys(p.doc_id for p in passages)), shape.statement)
+                    .tolist()) if shape.statement and rules.statement_row_bonus else set()
     seen_terms: dict[int, set[str]] = {}  # a sentence is often also the one before another
     passage_cache: dict[int, set[str]] = {}
 
@@ -277,6 +299,7 @@ def score_sentences(query: Query, shape: QuestionShape, vector: np.ndarray, pass
         else:
             score = sim + rules.lexical_weight * lexical_share(weights, own, before)
         score += list_shape_bonus(shape, sentence, rules) - other_referent_penalty(query, own, before, sentence, rules)
+        score += statement_row_bonus(shape, sentence, rows[row].passage_id in statement, rules)
         score -= rules.absent_name_penalty * len(absent_names(shape, passage_terms(rows[row])))
         score *= repeat
         out.append(Candidate(row, rows[row].doc_id, start, end, at.page, rows[row], score))

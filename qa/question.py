@@ -85,6 +85,14 @@ def analyse(question: str) -> QuestionShape:
     )
 
 
+def item_terms(question: str) -> set[str]:
+    """The question's index terms less the statement names it uses: what it asks for from the
+    statement ("total current liabilities"), not which statement ("balance sheet")."""
+    for pattern in _NAMED_STATEMENT.values():
+        question = pattern.sub(" ", question)
+    return set(terms(question))
+
+
 def named_statement(question: str) -> str:
     """The financial statement a question is about: the one it names ("…using the balance
     sheet"), else the one whose line item it asks for ("What is the FY2016 COGS…" → "income"),

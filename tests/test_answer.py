@@ -164,3 +164,28 @@ def test_a_sentence_repeated_on_many_pages_is_quoted_once(tmp_path, settings):
     a = qa.answer(STATEMENT_QUESTION, index=index, settings=settings)
     quotes = [" ".join(c.quote.split()) for c in a.citations]
     assert quotes and len(quotes) == len(set(quotes)), quotes
+
+
+def test_a_statement_question_is_answered_by_the_statements_row(tmp_path, settings):
+    """Asked for a balance-sheet item, the answer quotes the balance sheet's row for it (with its
+    page), not the prose of another report that talks about inventories and the balance sheet."""
+    from tests.pdfs import CHROMIUM, print_to_pdf, report_html
+
+    if CHROMIUM is None:
+        pytest.skip("chromium is needed (.ci/run installs it)")
+    folder = tmp_path / "filings"
+    folder.mkdir()
+    rows = [["", "2022", "2021"], ["Cash and cash equivalents", "1,980", "1,101"],
+            ["Merchandise inventories", "5,409", "5,209"], ["Total current assets", "8,870", "9,829"],
+            ["Total assets", "12,901", "13,049"], ["Accounts payable", "5,257", "4,873"]]
+    print_to_pdf(report_html("Consolidated Balance Sheets", ["All amounts in millions of dollars."], table=rows),
+                 folder / "ACME_10K.pdf")
+    (folder / "letter.txt").write_text(
+        "ACME's letter to shareholders discusses its balance sheet. Management says merchandise inventories "
+        "on the balance sheet were kept lean this year, and the balance sheet stayed strong.", encoding="utf-8")
+    index = tmp_path / "idx"
+    qa.index_paths([folder], index=index, settings=settings)
+    a = qa.answer("Using the balance sheet, what were ACME's merchandise inventories in 2022?", index=index,
+                  settings=settings)
+    assert a.citations and a.citations[0].doc_id == "ACME_10K.pdf" and a.citations[0].page == 1
+    assert a.citations[0].quote.startswith("Merchandise inventories") and "5,409" in a.citations[0].quote

@@ -146,3 +146,20 @@ def test_a_question_names_or_implies_its_financial_statement():
     assert named_statement("How much debt did Microsoft carry?") == "balance"
     assert named_statement("Who will be the spokesperson of the new alliance?") == ""
     assert analyse("What is Nike's gross margin?").statement == "income"
+
+
+def test_a_statement_row_answers_the_line_item_asked_for():
+    from qa.extractive import statement_row_bonus
+
+    rules = AnswerRules(statement_row_bonus=0.5)
+    asked = analyse("Based on the balance sheet, what were total current liabilities at year end 2022?")
+    assert statement_row_bonus(asked, "Total current liabilities\t8,128\t6,932", True, rules) == 0.5
+    assert statement_row_bonus(asked, "Total current assets\t7,669\t5,720", True, rules) == 0.5 * 2 / 3
+    assert statement_row_bonus(asked, "Goodwill\t12,787\t12,668", True, rules) == 0.0  # not the item asked
+    assert statement_row_bonus(asked, "Total current liabilities\t8,128\t6,932", False, rules) == 0.0  # not the statement
+    assert statement_row_bonus(asked, "December 2,\tDecember 3,", True, rules) == 0.0  # a column header
+    assert statement_row_bonus(asked, "Total current liabilities were $8.1 billion.", True, rules) == 0.0  # prose
+    why = analyse("What drove the increase in total current liabilities on the balance sheet?")
+    assert statement_row_bonus(why, "Total current liabilities\t8,128\t6,932", True, rules) == 0.0
+    # "balance sheet" says which statement, not which row
+    assert statement_row_bonus(asked, "Balance sheet total\t1\t2", True, rules) == 0.0
