@@ -77,12 +77,21 @@ def analyse(question: str) -> QuestionShape:
         wants_date=bool(_TIME.search(question)),
         wants_cause=bool(_WHY.search(question)),
         wants_list=bool(_LIST.search(question)),
-        wants_entity=bool(_ENTITY.search(question)) and not _QUANTITY.search(question) and not _TIME.search(question),
+        wants_entity=bool(_ENTITY.search(without_line_items(question))) and not _QUANTITY.search(question)
+        and not _TIME.search(question),
         multipart=bool(_MULTIPART.search(question)),
         multidoc=bool(_MULTIDOC.search(question)),
         names=question_names(question),
         statement=named_statement(question),
     )
+
+
+def without_line_items(question: str) -> str:
+    """The question less the financial line items it names: "What was Nike's capital expenditure?"
+    asks for a number, not for a capital city."""
+    for pattern in _IMPLIED_STATEMENT.values():
+        question = pattern.sub(" ", question)
+    return question
 
 
 def item_terms(question: str) -> set[str]:

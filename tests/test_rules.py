@@ -163,3 +163,9 @@ def test_a_statement_row_answers_the_line_item_asked_for():
     assert statement_row_bonus(why, "Total current liabilities\t8,128\t6,932", True, rules) == 0.0
     # "balance sheet" says which statement, not which row
     assert statement_row_bonus(asked, "Balance sheet total\t1\t2", True, rules) == 0.0
+
+
+def test_a_line_item_is_not_an_entity():
+    assert not analyse("What was Nike's capital expenditure (additions to property) in FY2021?").wants_entity
+    assert analyse("What is the capital of the new province?").wants_entity
+    assert analyse("Which company bought the stake?").wants_entity
