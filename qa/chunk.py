@@ -158,9 +158,14 @@ STATEMENTS: dict[str, str] = {
     "cash": r"cash flows? statements?|statements? of cash flows?",
 }
 STATEMENT_SEARCH_LINES = 6  # a statement's name comes after "Item 8" and the company's name at most
-_COMPANY = (r".{1,60}?\b(?:inc\.?|incorporated|corporation|corp\.?|company|co\.|ltd\.?|limited|plc|n\.v\.|s\.a\.|"
-            r"llc|group)(?:,?\s+and\s+(?:its\s+)?(?:consolidated\s+)?subsidiar(?:y|ies)(?:\s+companies)?)?[,.]?")
-_UNITS = r"(?:\(.{0,80}?\)|(?:\$|dollars|amounts|in\s)[^()]{0,80}?(?:millions|thousands|billions)[^()]{0,60})"
+# A company's name: capitalized words (case-sensitive), then a legal form or "and Subsidiaries"; so
+# "Reconciliation to the Company balance sheet" is no company name before a statement's.
+_NAME_WORDS = r"(?-i:[A-Z0-9][\w.,&'’-]*(?:\s+(?:&|and|of|the|[A-Z0-9][\w.,&'’-]*)){0,6}?)"
+_SUBSIDIARIES = r",?\s+and\s+(?:its\s+)?(?:consolidated\s+)?subsidiar(?:y|ies)(?:\s+companies)?"
+_COMPANY = (_NAME_WORDS + r"(?:\s+(?:inc\.?|incorporated|corporation|corp\.?|company|co\.|ltd\.?|limited|plc|n\.v\.|"
+            r"s\.a\.|llc|group)(?:" + _SUBSIDIARIES + r")?|" + _SUBSIDIARIES + r")[,.]?")
+_UNITS = (r"(?:\(.{0,80}?\)|(?:\$|(?:dollars|amounts)\s+in\b|in\s+(?:millions|thousands|billions))[^()]{0,100}|"
+          r"-\s*\(?continued\)?)")
 _STATEMENT_HEADING = {kind: re.compile(r"(?:" + _COMPANY + r"\s+)?(?:u\.s\.\s+gaap\s+)?"
                                        r"(?:(?:condensed|consolidated|combined|interim|unaudited)\s+)*"
                                        r"(?:" + pattern + r")(?:\s+" + _COMPANY + r")?(?:\s*" + _UNITS + r"){0,2}",
@@ -187,14 +192,15 @@ def page_statements(doc: Document) -> dict[int, str]:
     A question that names a statement ("…using the balance sheet") is answered from that
     statement's page, which holds numbers and the statement's name only once: ranked by
     its words it comes after every page of prose that mentions the balance sheet. A page
-    that opens with table rows and no heading continues the statement before it.
+    that opens with a table row continues the statement before it (a balance sheet's second
+    page may hold heading-like rows such as "Commitments and contingencies").
     """
     out: dict[int, str] = {}
     carried = ""
     for page in doc.pages:
         lines = [ln for ln in doc.text[page.start:page.end].split("\n") if ln.strip()][:STATEMENT_SEARCH_LINES]
         named = next((kind for kind in map(statement_of_heading, lines) if kind), "")
-        continued = bool(lines) and "\t" in lines[0] and not any(is_heading_line(ln) for ln in lines)
+        continued = bool(lines) and "\t" in lines[0]
         carried = named or (carried if continued else "")
         out[page.number] = carried
     return out

@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from qa.index import Index, terms
-from qa.question import QuestionShape, analyse, item_terms, name_spans, name_stems
+from qa.question import QuestionShape, analyse, asks_reason, item_terms, name_spans, name_stems
 from qa.retrieve import NOT_FOUND_PREFIX, Query
 from qa.settings import AnswerRules, Settings
 from qa.text import is_instruction
@@ -36,8 +36,9 @@ _CAUSE = re.compile(r"\b(because|due to|since|as a result|in order to|so that|ow
 _ENUMERATION = re.compile(r"[A-Z][\w’'-]*(?: [\w’'-]+){0,3}, (?:and )?[A-Z]")
 _WORDS = re.compile(r"[\w’'.-]+")
 _DIGIT = re.compile(r"\d")
-_PERIOD_LABEL = re.compile(r"\d|\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\b", re.IGNORECASE)
-_REASON = re.compile(r"\b(why|drove|drives?|driven|drivers?|reasons?|caused?|explains?|factors?|due to)\b", re.IGNORECASE)
+_PERIOD_LABEL = re.compile(r"\b(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|"
+                           r"sept?(?:ember)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\b|\b(?:19|20)\d{2}\b|"
+                           r"\b(?:weeks|months|quarters?|years?)\s+ended\b", re.IGNORECASE)
 _INTERROGATIVE = re.compile(r"\?[\"'”’)\]]*$")
 _PRONOUN_START = re.compile(r"^\W*(he|she|they|it|his|her|their|its)\b", re.IGNORECASE)
 _OPENERS = frozenset(
@@ -155,14 +156,16 @@ def statement_row_bonus(shape: QuestionShape, sentence: str, on_statement: bool,
     that asks why a line item moved is answered in prose: no row gains."""
     if not (shape.statement and on_statement and "\t" in sentence and _DIGIT.search(sentence)):
         return 0.0
-    if shape.wants_cause or _REASON.search(shape.text):
+    if asks_reason(shape.text):
         return 0.0  # "What drove the decrease in cost of sales?" is answered in prose, not by the row
     head = sentence.split("\t", 1)[0]
     label = terms(head)
     if not label or _PERIOD_LABEL.search(head):
         return 0.0  # a column header ("December 2,\tDecember 3,"; "Twelve Months Ended June 30, 2023") holds no item
-    share = len(set(label) & item_terms(shape.text)) / len(set(label))
-    return rules.statement_row_bonus * share if share >= 0.5 else 0.0
+    shared = len(set(label) & item_terms(shape.text))
+    share = shared / len(set(label))
+    # of two rows the question fits wholly ("Total", "Total current liabilities"), the one naming more of it wins
+    return rules.statement_row_bonus * share + 0.01 * shared if share >= 0.5 else 0.0
 
 
 def repeat_factor(sentence: str, said_folded: str, rules: AnswerRules) -> float:

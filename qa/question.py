@@ -43,7 +43,9 @@ _LINE_ITEMS = {
     "cash": r"cash flows? from operations|operating cash flows?|free cash ?flows?|capital expenditures?|capex|"
             r"cash (?:provided by|from) operating activities",
 }
-_NAMED_STATEMENT = {kind: re.compile(r"\b(?:" + pattern + r")\b", re.IGNORECASE) for kind, pattern in STATEMENTS.items()}
+_NAMED_STATEMENT = {kind: re.compile(r"(?<![\w-])(?:" + pattern + r")\b", re.IGNORECASE)  # not "off-balance sheet"
+                    for kind, pattern in STATEMENTS.items()}
+_REASON = re.compile(r"\b(?:why|drove|drives?|driven|drivers?|reasons?|caused?|explains?|factors?|due to)\b", re.IGNORECASE)
 _IMPLIED_STATEMENT = {kind: re.compile(r"\b(?:" + pattern + r")\b", re.IGNORECASE) for kind, pattern in _LINE_ITEMS.items()}
 _NUMBER_PART = re.compile(r"(?<=[A-Za-z])\d{2,}|\d{2,}(?=[A-Za-z])")
 _PROPER = re.compile(r"(?<![.!?]\s)(?<!^)\b([A-Z][\w’'\-]+(?:\.[A-Z]\.?)*|\d[\d,.]*)")
@@ -84,6 +86,12 @@ def analyse(question: str) -> QuestionShape:
         names=question_names(question),
         statement=named_statement(question),
     )
+
+
+def asks_reason(question: str) -> bool:
+    """Whether the question asks why something moved ("What drove the decrease in cost of sales?"):
+    answered in prose, not by a statement's numbers."""
+    return bool(_WHY.search(question) or _REASON.search(question))
 
 
 def without_line_items(question: str) -> str:

@@ -620,13 +620,13 @@ STATEMENT_PAGE = 6
 
 
 def statement_filing(folder: Path) -> Path:
-    """A filing whose balance sheet (page 6) sits among ten pages of prose about the balance sheet."""
+    """A filing whose balance sheet (page 6) sits among twenty pages of prose about the balance sheet."""
     from tests.pdfs import write_pdf
 
     folder.mkdir(parents=True, exist_ok=True)
     prose = [f"Note {i}. Our balance sheet discussion: management reviews the inventories on the balance sheet "
              f"at year end, and the balance sheet shows how inventories at year end compare with last year."
-             for i in range(1, 11)]
+             for i in range(1, 21)]
     sheet = "ACME Corp.\nConsolidated Balance Sheets\n(in millions)\nMerchandise inventories\t5,409\t5,209\nTotal assets\t12,901\t13,049"
     write_pdf(folder / "ACME_10K.pdf", prose[:5] + [sheet] + prose[5:])
     return folder
@@ -640,12 +640,16 @@ def test_a_question_about_a_financial_statement_reads_the_statement_page(tmp_pat
     qa.index_paths([statement_filing(tmp_path / "filings")], index=path, settings=settings)
     index = load_index(path, settings)
 
-    def pages(question: str, statement_pages: int) -> list[int]:
+    def pages(question: str, statement_pages: int, k: int | None = None) -> list[int]:
         chosen = replace(settings, statement_pages=statement_pages)
-        return [p.page for p in Retriever(index, embedder, chosen).search(Query(question))]
+        return [p.page for p in Retriever(index, embedder, chosen).search(Query(question), k)]
 
     assert STATEMENT_PAGE not in pages(STATEMENT_QUESTION, 0)  # ranked by its words alone, the statement is not read
-    assert STATEMENT_PAGE in pages(STATEMENT_QUESTION, 2)
+    with_rule = pages(STATEMENT_QUESTION, 2)
+    assert STATEMENT_PAGE in with_rule and len(with_rule) == len(set(with_rule)) == 5
+    assert with_rule[0] == pages(STATEMENT_QUESTION, 0)[0]  # the best passage found stays first
+    assert pages(STATEMENT_QUESTION, 2, k=1) == pages(STATEMENT_QUESTION, 0, k=1)
+    assert STATEMENT_PAGE in pages(STATEMENT_QUESTION, 2, k=10)
     assert STATEMENT_PAGE in pages("What were ACME's merchandise inventories at year end?", 2)  # implied by its line item
-    other = "Who reviews the discussion at year end?"
+    other = "Who reviews the discussion at year end?"  # no statement named or implied: nothing added
     assert pages(other, 2) == pages(other, 0)

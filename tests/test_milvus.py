@@ -118,7 +118,16 @@ def test_the_engine_reads_the_statement_a_question_names(milvus_server, tmp_path
     path = tmp_path / "idx"
     qa.index_paths([statement_filing(tmp_path / "filings")], index=path, settings=settings)
     engine = get_engine(path, settings)
-    assert STATEMENT_PAGE in [p.page for p in engine.retriever.search(Query(STATEMENT_QUESTION))]
+    query = Query(STATEMENT_QUESTION)
+    assert STATEMENT_PAGE in [p.page for p in engine.retriever.search(query)]
+    # the statement's passage is ranked by the engine's own filtered search and put among the first five
+    store = engine.index.store
+    found = [(pid, 1.0 - i / 100) for i, pid in enumerate(
+        pid for pid in store.ids.tolist() if store.passage(pid).page != STATEMENT_PAGE)]
+    vec = engine.retriever.embed_query(query)
+    out = engine.retriever.with_statement(query, found, 5, vec,
+                                          lambda ids: engine.index.dense.dense_search(vec, 2, ids, None))
+    assert STATEMENT_PAGE in [store.passage(pid).page for pid, _ in out[:5]] and out[0] == found[0]
     result = qa.answer(STATEMENT_QUESTION, index=path, settings=settings)
     assert result.citations  # each verbatim at its offsets (tests/conftest.py checks every answer)
 

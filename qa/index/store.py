@@ -208,7 +208,7 @@ class PassageStore:
         self.context = context
         self.lead = lead
         self._leads: dict[int, dict[int | None, str]] = {}
-        self._statements: dict[int, dict[int, str]] = {}
+        self._statements: dict[int, dict[str, np.ndarray]] = {}
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
@@ -292,20 +292,26 @@ class PassageStore:
 
     def statement_passages(self, doc_ids: Sequence[str], kind: str) -> np.ndarray:
         """Ids of the passages of ``doc_ids`` on pages that present financial statement ``kind``
-        (:func:`qa.chunk.page_statements`; read once per document), in table order."""
+        (:func:`qa.chunk.page_statements`), in table order. Read once per document and kept as
+        those ids only (a few per filing)."""
         found = []
         for doc_id in doc_ids:
             doc_i = self._doc_pos.get(doc_id)
             if doc_i is None:
                 continue
-            kinds = self._statements.get(doc_i)
-            if kinds is None:
+            by_kind = self._statements.get(doc_i)
+            if by_kind is None:
                 doc = self.documents[doc_i]
-                kinds = self._statements[doc_i] = page_statements(doc) if doc.pages else {}
-            pages = [page for page, k in kinds.items() if k == kind]
-            if pages:
-                rows = self._rows_of_document(doc_i)[0]
-                found.append(self.ids[rows[np.isin(self.table[rows, P_PAGE], pages)]])
+                kinds = page_statements(doc) if doc.pages else {}
+                by_kind = {}
+                if any(kinds.values()):
+                    rows = np.flatnonzero(np.asarray(self.table[:, P_DOC]) == doc_i)
+                    pages = np.asarray(self.table[rows, P_PAGE])
+                    for k in set(kinds.values()) - {""}:
+                        by_kind[k] = self.ids[rows[np.isin(pages, [p for p, v in kinds.items() if v == k])]]
+                self._statements[doc_i] = by_kind
+            if kind in by_kind:
+                found.append(by_kind[kind])
         return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
 
     def passage_vectors(self, ids: np.ndarray | Sequence[int]) -> np.ndarray:
