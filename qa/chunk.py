@@ -153,9 +153,10 @@ def page_headings(doc: Document) -> dict[int, str]:
 # The three financial statements, by the names filings and questions give them.
 STATEMENTS: dict[str, str] = {
     "balance": r"balance sheets?|statements? of financial (?:position|condition)",
-    "income": r"income statements?|statements? of (?:consolidated )?(?:income|operations|earnings)|"
+    "income": r"income statements?|statements? of (?:consolidated )?(?:income|operations|earnings)"
+              r"(?: and comprehensive (?:income|loss|earnings)(?:\s*/\s*loss|\s*\(loss\))?)?|"
               r"profit and loss(?: statements?| accounts?)?",
-    "cash": r"cash flows? statements?|statements? of cash flows?",
+    "cash": r"cash flows? statements?|statements? of (?:consolidated )?cash flows?",
 }
 STATEMENT_SEARCH_LINES = 6  # a statement's name comes after "Item 8" and the company's name at most
 # A company's name: capitalized words (case-sensitive), then a legal form or "and Subsidiaries"; so
@@ -165,7 +166,8 @@ _SUBSIDIARIES = r",?\s+and\s+(?:its\s+)?(?:consolidated\s+)?subsidiar(?:y|ies)(?
 _COMPANY = (_NAME_WORDS + r"(?:\s+(?:inc\.?|incorporated|corporation|corp\.?|company|co\.|ltd\.?|limited|plc|n\.v\.|"
             r"s\.a\.|llc|group)(?:" + _SUBSIDIARIES + r")?|" + _SUBSIDIARIES + r")[,.]?")
 _UNITS = (r"(?:\(.{0,80}?\)|(?:\$|(?:dollars|amounts)\s+in\b|in\s+(?:millions|thousands|billions))[^()]{0,100}|"
-          r"-\s*\(?continued\)?)")
+          r"-\s*\(?continued\)?|(?:for\s+the\s+)?(?:fiscal\s+)?(?:years?|quarters?|(?:three|six|nine|twelve)\s+months)"
+          r"\s+ended\b[^()]{0,60})")
 _STATEMENT_HEADING = {kind: re.compile(r"(?:" + _COMPANY + r"\s+)?(?:u\.s\.\s+gaap\s+)?"
                                        r"(?:(?:condensed|consolidated|combined|interim|unaudited)\s+)*"
                                        r"(?:" + pattern + r")(?:\s+" + _COMPANY + r")?(?:\s*" + _UNITS + r"){0,2}",

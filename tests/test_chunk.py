@@ -213,6 +213,9 @@ def test_a_statement_page_is_known_by_a_heading_that_is_only_its_name():
     assert statement_of_heading("Condensed Consolidated Statements of Earnings $ and shares in millions, "
                                 "except per share amounts") == "income"
     assert statement_of_heading("U.S. GAAP Condensed Consolidated Statements of Income (Unaudited)") == "income"
+    assert statement_of_heading("Consolidated Statements of Operations and Comprehensive Loss") == "income"
+    assert statement_of_heading("Statements of Consolidated Cash Flows") == "cash"
+    assert statement_of_heading("Consolidated Statements of Cash Flows Years ended December 31, 2018") == "cash"
     assert statement_of_heading("Condensed Consolidated Statements of Cash Flows (Unaudited)") == "cash"
     assert statement_of_heading("CONSOLIDATED STATEMENTS OF OPERATIONS (continued)") == "income"
     for line in ("Supplemental balance sheet information related to leases was as follows:",
