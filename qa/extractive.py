@@ -252,6 +252,8 @@ def score_sentences(query: Query, shape: QuestionShape, vector: np.ndarray, pass
     """Every sentence of ``passages`` once (with its best-ranked passage), best first."""
     weights = term_weights(query, index, rules)
     bare_weights = term_weights(Query(query.question), index, rules) if query.context else weights
+    if shape.statement:
+        weights, bare_weights = item_weights(shape, weights), item_weights(shape, bare_weights)
     rows: dict[int, Passage] = {}
     for p in passages:
         for row in index.store.sentence_rows(p.passage_id):
@@ -396,6 +398,15 @@ def compose(question: str, query: Query, chosen: list[Candidate], passages: Sequ
         parts.append(f"{quote} [{n}]")
     return Answer(text=" ".join(parts), citations=citations, abstained=False, question=question,
                   query=query.text, passages=list(passages), support=round(support, 4))
+
+
+def item_weights(shape: QuestionShape, weights: dict[str, float]) -> dict[str, float]:
+    """A statement question's term weights less the statement's name: "… using the balance sheet"
+    says where to look, so a sentence that only names the balance sheet (the auditor's "We have
+    audited the accompanying consolidated balance sheets …") matches none of what is asked."""
+    asked = item_terms(shape.text)
+    named = set(terms(shape.text)) - asked
+    return {t: w for t, w in weights.items() if t not in named}
 
 
 def term_weights(query: Query, index: Index, rules: AnswerRules) -> dict[str, float]:

@@ -180,3 +180,13 @@ def test_a_line_item_is_not_an_entity():
     assert not analyse("What was Nike's capital expenditure (additions to property) in FY2021?").wants_entity
     assert analyse("What is the capital of the new province?").wants_entity
     assert analyse("Which company bought the stake?").wants_entity
+
+
+def test_a_statement_question_matches_what_it_asks_not_where_to_look():
+    from qa.extractive import item_weights
+
+    weights = {"base": 1.0, "balanc": 2.0, "sheet": 2.0, "total": 1.0, "asset": 3.0, "nike": 4.0}
+    shape = analyse("Based on Nike's balance sheet, what were its total assets?")
+    assert item_weights(shape, weights) == {"base": 1.0, "total": 1.0, "asset": 3.0, "nike": 4.0}
+    implied = analyse("How much debt did Nike carry?")  # names no statement: nothing to leave out
+    assert item_weights(implied, weights) == weights
