@@ -234,10 +234,10 @@ def test_news_eval_meets_the_floor(settings):
 
 @pytest.mark.skipif(not (ROOT.parent / "shared" / "data" / "financebench").exists(), reason="needs ../shared/data")
 def test_the_financebench_held_out_questions_point_at_real_pages():
-    """eval/financebench_heldout.jsonl: unique ids, filings that exist, gold pages inside them, each kind present."""
+    """eval/filings_heldout.jsonl: unique ids, filings that exist, gold pages inside them, each kind present."""
     import pypdfium2 as pdfium
 
-    rows = [json.loads(line) for line in (ROOT / "eval" / "financebench_heldout.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (ROOT / "eval" / "filings_heldout.jsonl").read_text().splitlines()]
     assert len({r["financebench_id"] for r in rows}) == len(rows) >= 30
     assert Counter(r["kind"] for r in rows).keys() == {"named", "implied", "prose"}
     pdfs = ROOT.parent / "shared" / "data" / "financebench" / "pdfs"
