@@ -202,27 +202,32 @@ def test_a_statement_page_is_known_by_a_heading_that_is_only_its_name():
     from qa.chunk import page_statements, statement_of_heading
     from qa.types import Document, Page
 
-    assert statement_of_heading("Consolidated Balance Sheets") == "balance"
-    assert statement_of_heading("NIKE, Inc. Consolidated Statements of Income") == "income"
-    assert statement_of_heading("INCOME STATEMENTS") == "income"
-    assert statement_of_heading("The Boeing Company and Subsidiaries Consolidated Statements of Financial Position") == "balance"
-    assert statement_of_heading("Consolidated Statements of Earnings GENERAL MILLS, INC. AND SUBSIDIARIES") == "income"
-    assert statement_of_heading("PFIZER INC. AND SUBSIDIARY COMPANIES CONDENSED CONSOLIDATED BALANCE SHEETS") == "balance"
-    assert statement_of_heading("COSTCO WHOLESALE CORPORATION CONSOLIDATED STATEMENTS OF INCOME "
-                                "(amounts in millions, except per share data)") == "income"
-    assert statement_of_heading("Condensed Consolidated Statements of Earnings $ and shares in millions, "
-                                "except per share amounts") == "income"
-    assert statement_of_heading("U.S. GAAP Condensed Consolidated Statements of Income (Unaudited)") == "income"
-    assert statement_of_heading("Consolidated Statements of Operations and Comprehensive Loss") == "income"
-    assert statement_of_heading("Statements of Consolidated Cash Flows") == "cash"
-    assert statement_of_heading("Consolidated Statements of Cash Flows Years ended December 31, 2018") == "cash"
-    assert statement_of_heading("Condensed Consolidated Statements of Cash Flows (Unaudited)") == "cash"
-    assert statement_of_heading("CONSOLIDATED STATEMENTS OF OPERATIONS (continued)") == "income"
+    headings = {
+        "Consolidated Balance Sheets": "balance",
+        "NIKE, Inc. Consolidated Statements of Income": "income",
+        "INCOME STATEMENTS": "income",
+        "The Boeing Company and Subsidiaries Consolidated Statements of Financial Position": "balance",
+        "Consolidated Statements of Earnings GENERAL MILLS, INC. AND SUBSIDIARIES": "income",
+        "PFIZER INC. AND SUBSIDIARY COMPANIES CONDENSED CONSOLIDATED BALANCE SHEETS": "balance",
+        ("COSTCO WHOLESALE CORPORATION CONSOLIDATED STATEMENTS OF INCOME "
+         "(amounts in millions, except per share data)"): "income",
+        "Condensed Consolidated Statements of Earnings $ and shares in millions, except per share amounts": "income",
+        "U.S. GAAP Condensed Consolidated Statements of Income (Unaudited)": "income",
+        "Consolidated Statements of Operations and Comprehensive Loss": "income",
+        "Statements of Consolidated Cash Flows": "cash",
+        "Consolidated Statements of Cash Flows Years ended December 31, 2018": "cash",
+        "Condensed Consolidated Statements of Cash Flows (Unaudited)": "cash",
+        "CONSOLIDATED STATEMENTS OF OPERATIONS (continued)": "income",
+    }
+    for line, kind in headings.items():
+        assert statement_of_heading(line) == kind, line
     for line in ("Supplemental balance sheet information related to leases was as follows:",
                  "Statements of Operations:", "Notes to Consolidated Financial Statements",
                  "Our balance sheet remains strong.", "Consolidated Statements of Comprehensive Income",
                  "ANALYSIS OF THE CONDENSED CONSOLIDATED STATEMENTS OF INCOME",
-                 "Statement of Earnings Location\tJuly 29, 2023\tJuly 30, 2022"):
+                 "Statement of Earnings Location\tJuly 29, 2023\tJuly 30, 2022",
+                 "Reconciliation to the Company balance sheet",
+                 "Income statements in dollars were hit hard by the millions of losses"):
         assert statement_of_heading(line) == "", line
     pages = ["Item 8\nITEM 8. FINANCIAL STATEMENTS\nINCOME STATEMENTS\nRevenue\t85,320\t93,580",
              "Net income\t16,798\t12,193",  # no heading: the statement goes on
