@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from qa.index import Index, terms
-from qa.question import QuestionShape, analyse, asks_reason, item_terms, name_spans, name_stems
+from qa.question import QuestionShape, analyse, name_spans, name_stems
 from qa.retrieve import NOT_FOUND_PREFIX, Query
 from qa.settings import AnswerRules, Settings
 from qa.text import is_instruction
@@ -156,13 +156,13 @@ def statement_row_bonus(shape: QuestionShape, sentence: str, on_statement: bool,
     that asks why a line item moved is answered in prose: no row gains."""
     if not (shape.statement and on_statement and "\t" in sentence and _DIGIT.search(sentence)):
         return 0.0
-    if asks_reason(shape.text):
+    if shape.asks_reason:
         return 0.0  # "What drove the decrease in cost of sales?" is answered in prose, not by the row
     head = sentence.split("\t", 1)[0]
     label = terms(head)
     if not label or _PERIOD_LABEL.search(head):
         return 0.0  # a column header ("December 2,\tDecember 3,"; "Twelve Months Ended June 30, 2023") holds no item
-    shared = len(set(label) & item_terms(shape.text))
+    shared = len(set(label) & shape.items)
     share = shared / len(set(label))
     # of two rows the question fits wholly ("Total", "Total current liabilities"), the one naming more of it wins
     return rules.statement_row_bonus * share + 0.01 * shared if share >= 0.5 else 0.0
@@ -404,8 +404,7 @@ def item_weights(shape: QuestionShape, weights: dict[str, float]) -> dict[str, f
     """A statement question's term weights less the statement's name: "… using the balance sheet"
     says where to look, so a sentence that only names the balance sheet (the auditor's "We have
     audited the accompanying consolidated balance sheets …") matches none of what is asked."""
-    asked = item_terms(shape.text)
-    named = set(terms(shape.text)) - asked
+    named = set(terms(shape.text)) - shape.items
     return {t: w for t, w in weights.items() if t not in named}
 
 

@@ -66,6 +66,8 @@ class QuestionShape:
     multidoc: bool = False
     names: tuple[str, ...] = ()
     statement: str = ""  # the financial statement it names or implies: "balance", "income", "cash"
+    items: frozenset[str] = frozenset()  # its terms less the statement names it uses (item_terms)
+    asks_reason: bool = False  # why something moved ("What drove …"): answered in prose
 
 
 def analyse(question: str) -> QuestionShape:
@@ -85,6 +87,8 @@ def analyse(question: str) -> QuestionShape:
         multidoc=bool(_MULTIDOC.search(question)),
         names=question_names(question),
         statement=named_statement(question),
+        items=frozenset(item_terms(question)),
+        asks_reason=asks_reason(question),
     )
 
 

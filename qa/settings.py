@@ -124,7 +124,8 @@ class Settings:
     # Balance Sheets" etc. in the reports found) among its top_k, in place of the last ones (0: off).
     # Grid {0, 1, 2, 3} on FinanceBench, evidence@5 within the filing 0.681 / 0.830 / 0.851 / 0.851, over
     # all filings 0.447 / 0.596 / 0.660 / 0.617
-    # (eval/README.md, "Statement pages"); seeds, news and SciFact name no statement (unchanged).
+    # (eval/README.md, "A question about a statement reads the statement"); seeds, news and SciFact
+    # have no statement pages (unchanged).
     statement_pages: int = 2
     candidates: int = 50
     # Hybrid retrieval also ranks passages by their best sentence (dense, over sentence vectors),
