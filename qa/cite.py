@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 
 from qa.chunk import split_sentences
-from qa.embed import Embedder, QueryEncoder
+from qa.embed import Embedder, QueryEncoder, claim_encoder
 from qa.generate import NO_ANSWER
 from qa.index import STOPWORDS, Index
 from qa.parse import Relation, negated_heads, negation_count, parse, relations, root_token
@@ -31,6 +32,8 @@ from qa.settings import Settings
 from qa.text import is_instruction
 from qa.types import Answer, Citation, Passage
 
+# parses a draft's sentences while they are embedded; one worker, so spaCy never runs twice at once
+_PARSER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qa-parse")
 _MARKERS = re.compile(r"\s*\[\s*(\d+(?:\s*[,;]\s*\d+)*)\s*\]")
 _ANY_BRACKET = re.compile(r"\s*\[[^\]]{0,40}\]")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
@@ -109,8 +112,7 @@ def verify(question: str, draft: str, passages: Sequence[Passage], index: Index,
         return None, []
     rows_by_passage = [[r for r in index.store.sentence_rows(p.passage_id) if not _is_instruction_row(index, r)]
                        for p in passages]
-    vectors = embedder.encode([text for text, _ in claims])
-    parsed = parse([text for text, _ in claims], cache=False)
+    vectors, parsed = embed_and_parse([text for text, _ in claims], embedder, settings)
     checks: list[Check] = []
     for (text, markers), vector, claim_doc in zip(claims, vectors, parsed):
         valid = tuple(m for m in markers if 1 <= m <= len(passages))
@@ -136,6 +138,15 @@ def verify(question: str, draft: str, passages: Sequence[Passage], index: Index,
     support = sum(c.similarity for c in kept) / len(checks)
     return Answer(text=" ".join(parts), citations=citations, abstained=False, question=question, query=query,
                   passages=list(passages), support=round(support, 4), mode=mode, notice=notice), checks
+
+
+def embed_and_parse(texts: list[str], embedder: Embedder | QueryEncoder, settings: Settings) -> tuple[np.ndarray, list]:
+    """The claims' vectors and parses, computed side by side: the ONNX encoder (the int8 one on
+    one thread, :func:`qa.embed.claim_encoder`) runs outside the GIL while spaCy parses on the other
+    core. Together they were most of a draft's check (eval/README.md, "Verifier")."""
+    parsing = _PARSER.submit(parse, texts, cache=False)
+    vectors = claim_encoder(embedder, settings.model_cache).encode(texts)
+    return vectors, parsing.result()
 
 
 def verdict_notice(checks: Sequence[Check]) -> str:
@@ -569,8 +580,7 @@ def check_text(text: str, sources: Callable[[str], Sequence[Passage]], index: In
     claims = _claims(text)
     if not claims:
         return []
-    vectors = embedder.encode([t for t, _ in claims])
-    parsed = parse([t for t, _ in claims], cache=False)
+    vectors, parsed = embed_and_parse([t for t, _ in claims], embedder, settings)
     out = []
     for (sentence, _), vector, claim_doc in zip(claims, vectors, parsed):
         passages = list(sources(sentence))

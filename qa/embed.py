@@ -153,7 +153,7 @@ class QueryEncoder:
     Mean pooling and normalization as in the model's sentence-transformers config.
     """
 
-    def __init__(self, model: str, onnx_path: Path) -> None:
+    def __init__(self, model: str, onnx_path: Path, *, threads: int | None = None) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -164,7 +164,12 @@ class QueryEncoder:
         self._tokenizer.enable_truncation(int(config.get("max_seq_length", 256)))
         self._tokenizer.enable_padding()
         options = ort.SessionOptions()
-        options.intra_op_num_threads = cpu_count()
+        options.intra_op_num_threads = threads or cpu_count()
+        # Idle threads busy-wait this long for the next operator, then sleep. The default spins for
+        # long after a run returns, taking both cores from what runs next (spaCy parsing a draft):
+        # 200 us kept answers as fast (warm p50 9.0 against 9.4 ms) and checked a 5-sentence draft
+        # right after a search in 28 instead of 48 ms (eval/README.md, "Verifier").
+        options.add_session_config_entry("session.intra_op.spin_duration_us", "200")
         self._session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         self.dim = int(json.loads((folder / "config.json").read_text())["hidden_size"])
 
@@ -274,6 +279,34 @@ def passage_encoder(embedder: "Embedder | QueryEncoder", folder: Path, precision
             source = embedder.export_onnx(source)
         quantize_onnx(source, target)
     encoder = QueryEncoder(embedder.name, target)
+    with _cache_lock:
+        return _cache.setdefault(key, encoder)
+
+
+def claim_encoder(embedder: "Embedder | QueryEncoder", folder: Path) -> "Embedder | QueryEncoder":
+    """What embeds the sentences of a draft the verifier checks: the int8 passage encoder on one
+    thread, when an index build has written it, else ``embedder``.
+
+    A 5-sentence draft is a few hundred tokens: the int8 form embeds it in about half the time, and
+    one thread leaves the other core to spaCy, which parses the same sentences meanwhile
+    (:func:`qa.cite.verify`). Its vectors are within cosine 0.99 of the float ones; the verifier's
+    benchmark is in eval/README.md ("Verifier").
+    """
+    target = int8_cache(embedder.name, folder)
+    key = f"claims:{target}"
+    with _cache_lock:
+        encoder = _cache.get(key)
+    if encoder is not None:
+        return encoder
+    if not target.exists():
+        return embedder
+    try:
+        encoder = QueryEncoder(embedder.name, target, threads=1)
+    except Exception as exc:  # a broken file: the float encoder still checks
+        import logging
+
+        logging.getLogger("qa").warning("int8 claim encoder unusable (%s); using the float one", exc)
+        return embedder
     with _cache_lock:
         return _cache.setdefault(key, encoder)
 

@@ -8,7 +8,7 @@ import numpy as np
 
 import pytest
 
-from qa.embed import QueryEncoder, get_query_encoder, int8_cache, onnx_cache, passage_encoder
+from qa.embed import QueryEncoder, claim_encoder, get_query_encoder, int8_cache, onnx_cache, passage_encoder
 from tests.conftest import ROOT, SEEDS
 
 
@@ -102,3 +102,23 @@ def test_the_int8_passage_encoder_stays_close_to_the_float_model(embedder, tmp_p
     assert passage_encoder(embedder, tmp_path, "fp32") is embedder
     with pytest.raises(ValueError, match="QA_PASSAGE_PRECISION"):
         passage_encoder(embedder, tmp_path, "int4")
+
+
+def test_draft_sentences_are_embedded_by_the_int8_encoder_on_one_thread(embedder, tmp_path):
+    """The verifier embeds a draft's sentences with the int8 model on one core while spaCy parses them
+    on the other: the vectors stay the model's, and without an int8 file the float encoder is used."""
+    from qa.cite import embed_and_parse
+    from qa.settings import Settings
+
+    assert claim_encoder(embedder, tmp_path) is embedder  # no index built here yet: nothing quantized
+    passage_encoder(embedder, tmp_path, "int8")
+    claims = claim_encoder(embedder, tmp_path)
+    assert isinstance(claims, QueryEncoder) and claims is not embedder
+    assert claim_encoder(embedder, tmp_path) is claims, "loaded once a process"
+    sentences = ["Hadi al-Amiri leads the Badr Organization.", "Qais al-Khazali did not call for disbandment.",
+                 "Across the world, more than 6,000 cases were recorded in 58 countries."]
+    cos = (claims.encode(sentences) * embedder.encode(sentences)).sum(axis=1)
+    assert cos.min() > 0.97, cos
+    vectors, docs = embed_and_parse(sentences, embedder, Settings.from_env(model_cache=tmp_path))
+    assert [d.text for d in docs] == sentences and vectors.shape == (3, embedder.dim)
+    np.testing.assert_allclose(vectors, claims.encode(sentences), atol=1e-6)
