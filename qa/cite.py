@@ -32,7 +32,7 @@ from qa.settings import Settings
 from qa.text import is_instruction
 from qa.types import Answer, Citation, Passage
 
-# parses a draft's sentences while they are embedded; one worker, so spaCy never runs twice at once
+# parses a draft's sentences while they are embedded; drafts checked at once queue here, not add threads
 _PARSER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qa-parse")
 _MARKERS = re.compile(r"\s*\[\s*(\d+(?:\s*[,;]\s*\d+)*)\s*\]")
 _ANY_BRACKET = re.compile(r"\s*\[[^\]]{0,40}\]")
@@ -145,7 +145,7 @@ def embed_and_parse(texts: list[str], embedder: Embedder | QueryEncoder, setting
     one thread, :func:`qa.embed.claim_encoder`) runs outside the GIL while spaCy parses on the other
     core. Together they were most of a draft's check (eval/README.md, "Verifier")."""
     parsing = _PARSER.submit(parse, texts, cache=False)
-    vectors = claim_encoder(embedder, settings.model_cache).encode(texts)
+    vectors = claim_encoder(embedder, settings.model_cache, settings.passage_precision).encode(texts)
     return vectors, parsing.result()
 
 

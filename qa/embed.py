@@ -283,15 +283,18 @@ def passage_encoder(embedder: "Embedder | QueryEncoder", folder: Path, precision
         return _cache.setdefault(key, encoder)
 
 
-def claim_encoder(embedder: "Embedder | QueryEncoder", folder: Path) -> "Embedder | QueryEncoder":
+def claim_encoder(embedder: "Embedder | QueryEncoder", folder: Path,
+                  precision: str = "int8") -> "Embedder | QueryEncoder":
     """What embeds the sentences of a draft the verifier checks: the int8 passage encoder on one
-    thread, when an index build has written it, else ``embedder``.
+    thread when passages are int8 and an index build has written it, else ``embedder``.
 
     A 5-sentence draft is a few hundred tokens: the int8 form embeds it in about half the time, and
     one thread leaves the other core to spaCy, which parses the same sentences meanwhile
     (:func:`qa.cite.verify`). Its vectors are within cosine 0.99 of the float ones; the verifier's
     benchmark is in eval/README.md ("Verifier").
     """
+    if precision != "int8":
+        return embedder
     target = int8_cache(embedder.name, folder)
     key = f"claims:{target}"
     with _cache_lock:

@@ -115,6 +115,7 @@ def test_draft_sentences_are_embedded_by_the_int8_encoder_on_one_thread(embedder
     claims = claim_encoder(embedder, tmp_path)
     assert isinstance(claims, QueryEncoder) and claims is not embedder
     assert claim_encoder(embedder, tmp_path) is claims, "loaded once a process"
+    assert claim_encoder(embedder, tmp_path, "fp32") is embedder  # float passages, float claims
     sentences = ["Hadi al-Amiri leads the Badr Organization.", "Qais al-Khazali did not call for disbandment.",
                  "Across the world, more than 6,000 cases were recorded in 58 countries."]
     cos = (claims.encode(sentences) * embedder.encode(sentences)).sum(axis=1)
