@@ -234,3 +234,20 @@ def test_verify_any_text_marks_each_sentence(seeds_index, settings):
     assert checks[1].citation is not None and "did not call" in checks[1].citation.quote
     assert checks[2].citation is None
     assert set(checks[0].to_json()) >= {"text", "verdict", "citation", "score"}
+
+
+def test_drafts_checked_at_once_get_the_verdicts_they_get_alone(seeds_index, settings):
+    """Each check parses its sentences on one shared worker thread while it embeds them: checks from
+    several chat sessions at once queue there and each gets back its own parses."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = ["Ahmed al-Asadi will be the spokesperson of the new alliance.",
+             "Sistani called for the disbandment of the paramilitary forces.",
+             "Paris is the capital of France and hosts the Louvre.",
+             "Hadi al-Amiri heads the Badr Organization. The P.M.F. has 150,000 fighters."]
+    alone = {t: [c.verdict for c in qa.verify(t, index=seeds_index, settings=settings)] for t in texts}
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        together = list(pool.map(lambda t: [c.verdict for c in qa.verify(t, index=seeds_index, settings=settings)],
+                                 texts * 3))
+    assert together == [alone[t] for t in texts * 3]
+    assert alone[texts[1]] == ["contradicted"] and alone[texts[2]] == ["unsupported"]
