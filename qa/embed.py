@@ -9,7 +9,7 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -268,19 +268,12 @@ def passage_encoder(embedder: "Embedder | QueryEncoder", folder: Path, precision
     if precision != "int8":
         raise ValueError(f"QA_PASSAGE_PRECISION={precision!r}: use 'int8' or 'fp32'")
     target = int8_cache(embedder.name, folder)
-    key = f"int8:{target}"
-    with _cache_lock:
-        encoder = _cache.get(key)
-    if encoder is not None:
-        return encoder
     if not target.exists():
         source = onnx_cache(embedder.name, folder)
         if isinstance(embedder, Embedder):
             source = embedder.export_onnx(source)
         quantize_onnx(source, target)
-    encoder = QueryEncoder(embedder.name, target)
-    with _cache_lock:
-        return _cache.setdefault(key, encoder)
+    return _shared_onnx(f"int8:{target}", target, embedder.name)
 
 
 def claim_encoder(embedder: "Embedder | QueryEncoder", folder: Path,
@@ -296,43 +289,38 @@ def claim_encoder(embedder: "Embedder | QueryEncoder", folder: Path,
     if precision != "int8":
         return embedder
     target = int8_cache(embedder.name, folder)
-    key = f"claims:{target}"
-    with _cache_lock:
-        encoder = _cache.get(key)
-    if encoder is not None:
-        return encoder
-    if not target.exists():
-        return embedder
-    try:
-        encoder = QueryEncoder(embedder.name, target, threads=1)
-    except Exception as exc:  # a broken file: the float encoder still checks
-        import logging
-
-        logging.getLogger("qa").warning("int8 claim encoder unusable (%s); using the float one", exc)
-        return embedder
-    with _cache_lock:
-        return _cache.setdefault(key, encoder)
+    return _shared_onnx(f"claims:{target}", target, embedder.name, threads=1, fallback=lambda: embedder)
 
 
 def get_query_encoder(model: str, folder: Path, batch_size: int = DEFAULT_BATCH) -> "Embedder | QueryEncoder":
     """The light ONNX encoder when its export exists (written at index time), else the full one."""
     target = onnx_cache(model, folder)
-    key = f"onnx:{target}"
+    return _shared_onnx(f"onnx:{target}", target, model, fallback=lambda: get_embedder(model, batch_size))
+
+
+def _shared_onnx(key: str, path: Path, model: str, *, threads: int | None = None,
+                 fallback: Callable[[], "Embedder | QueryEncoder"] | None = None) -> "Embedder | QueryEncoder":
+    """The process-wide ONNX encoder of ``path``, loaded once (a session takes a second to build);
+    ``fallback()`` when the file is missing or unusable, or the error when there is no fallback."""
     with _cache_lock:
         encoder = _cache.get(key)
-        if encoder is not None:
-            return encoder
-    if target.exists():
-        try:
-            encoder = QueryEncoder(model, target)
-        except Exception as exc:  # a broken export: the full model still works
-            import logging
+    if encoder is not None:
+        return encoder
+    if fallback is not None and not path.exists():
+        return fallback()  # not remembered: a later index build may write the file
+    try:
+        encoder = QueryEncoder(model, path, threads=threads)
+    except Exception as exc:  # a broken file: the fallback still embeds
+        if fallback is None:
+            raise
+        import logging
 
-            logging.getLogger("qa").warning("ONNX query encoder unusable (%s); using PyTorch", exc)
-            return get_embedder(model, batch_size)
-        with _cache_lock:
-            return _cache.setdefault(key, encoder)
-    return get_embedder(model, batch_size)
+        alternative = fallback()
+        logging.getLogger("qa").warning("ONNX encoder %s unusable (%s); using %s", path.name, exc,
+                                        type(alternative).__name__)
+        return alternative
+    with _cache_lock:
+        return _cache.setdefault(key, encoder)
 
 
 def cpu_count() -> int:
