@@ -58,6 +58,7 @@ class QuestionShape:
     text: str
     wants_number: bool = False
     count_noun: str = ""  # the stem counted by "how many <noun>"
+    count_words: frozenset[str] = frozenset()  # it and the phrase's other common nouns: counted_words
     wants_date: bool = False
     wants_cause: bool = False
     wants_list: bool = False
@@ -78,6 +79,7 @@ def analyse(question: str) -> QuestionShape:
         text=question,
         wants_number=bool(how_many or _QUANTITY.search(question)),
         count_noun=noun[-1] if noun else "",
+        count_words=frozenset(counted_words(how_many.group(1))) if how_many else frozenset(),
         wants_date=bool(_TIME.search(question)),
         wants_cause=bool(_WHY.search(question)),
         wants_list=bool(_LIST.search(question)),
@@ -90,6 +92,16 @@ def analyse(question: str) -> QuestionShape:
         items=frozenset(item_terms(question)),
         asks_reason=asks_reason(question),
     )
+
+
+def counted_words(phrase: str) -> list[str]:
+    """Stems of the lower-case words of a "how many <phrase>" question: what a number may count.
+
+    Reports count the same thing by another head noun: "How many hospital admissions …?" is
+    answered by "137,000 more hospitalizations", which shares "hospital" and not "admissions".
+    Capitalized words ("How many US troops …") are names, not what is counted.
+    """
+    return [stem for word in phrase.split() if word[:1].islower() for stem in terms(word)]
 
 
 def asks_reason(question: str) -> bool:

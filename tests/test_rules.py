@@ -75,6 +75,26 @@ def test_who_and_which_questions_need_a_name_the_question_lacks():
     assert answers_type(shape, "Qais al-Khazali, the head of the Asa’ib Ahl al-Haq, spoke.")
 
 
+def test_a_month_or_weekday_is_not_the_name_asked_for():
+    from qa.extractive import is_calendar_word, new_names
+
+    where = analyse("In which Ukrainian city did Jill Biden meet Olena Zelenska?")
+    assert is_calendar_word("February") and is_calendar_word("Monday.") and is_calendar_word("March’s")
+    assert not is_calendar_word("Theresa May") and not is_calendar_word("Uzhhorod")
+    assert not answers_type(where, "Biden met Olena Zelenska, unseen since the war began on February 24.")
+    assert new_names("Biden met Olena Zelenska in Uzhhorod on Sunday.", where) == ["Uzhhorod"]
+
+
+def test_a_count_may_name_what_it_counts_by_another_noun_of_the_phrase():
+    from qa.question import counted_words
+
+    shape = analyse("How many hospital admissions and deaths could the shots avert?")
+    assert shape.count_noun == "admiss" and shape.count_words == {"hospit", "admiss"}
+    assert answers_type(shape, "Boosters could prevent 137,000 more hospitalizations and 9,700 deaths.")
+    assert not answers_type(shape, "Hospital admissions could fall, the CDC said in 2022.")  # no count before either
+    assert counted_words("US troops") == ["troop"]  # a name is not what is counted
+
+
 def test_names_absent_from_a_candidates_passage_are_counted():
     from qa.extractive import absent_names
     from qa.index import terms
