@@ -231,7 +231,7 @@ def _scale_build(texts_from: str, target: str, n: str) -> dict:
     kind = dense.kind
     dense_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    keyword = Bm25Search.build(store.ids, store.searched_texts(store.ids), store.searched_texts)
+    keyword = Bm25Search.build(store.ids, store.keyword_texts(store.ids), store.keyword_texts)
     bm25_s = time.perf_counter() - t0
     manifest = {"format": FORMAT_VERSION, "params": settings.index_params(), "dimension": 384,
                 "documents": {d.doc_id: d.fingerprint for d in documents}, "passages": n, "sentences": len(sentences),
@@ -410,7 +410,7 @@ def _scale_milvus(target: str, store: str, queries: str) -> dict:
         t0 = time.perf_counter()
         for lo in range(0, n, 20_000):
             ids = st.ids[lo:lo + 20_000]
-            search.add_passages([st.passage(int(i)) for i in ids], st.passage_vectors(ids), list(st.searched_texts(ids)))
+            search.add_passages([st.passage(int(i)) for i in ids], st.passage_vectors(ids), list(st.keyword_texts(ids)))
         search.flush()
         search.count()  # loaded and indexed: the first query is not the one that waits
         insert_s = time.perf_counter() - t0

@@ -208,13 +208,22 @@ def page_statements(doc: Document) -> dict[int, str]:
     return out
 
 
-def passage_leads(doc: Document, pages: Sequence[int | None], rule: int = 5) -> list[str]:
-    """The lead of each passage of ``doc`` (given by its page): :func:`passage_lead` under lead ``rule``.
+def passage_leads(doc: Document, pages: Sequence[int | None], rule: int = 6, *, keyword: bool = False) -> list[str]:
+    """The lead of each passage of ``doc`` (given by its page): :func:`passage_lead` under lead ``rule``,
+    for the dense embedding or, with ``keyword``, for BM25's term counts.
 
     Rule 4 is the title alone (indexes built before page headings); rule 5 adds the page's heading.
+    Rule 6 keeps both for the embedding but counts only the heading in BM25: a title repeated in
+    every passage of a long story lends each passage the same term matches, so a question that
+    shares words with the headlines of other stories on the same topic fills BM25's top with their
+    passages. Measured on RealTimeQA (149 questions with a gold article, 3,771 articles): gold
+    article hit@10 0.772 -> 0.792, nDCG@10 0.527 -> 0.554, gold article in the answer's 5 passages
+    0.577 -> 0.624; SciFact hybrid nDCG@10 0.7279 -> 0.7250; FinanceBench, seeds unchanged
+    (eval/README.md, "Passages read with their title").
     """
     headings = page_headings(doc) if rule >= 5 and doc.pages else {}
-    return [passage_lead(doc.title, headings.get(page, "") if page is not None else "") for page in pages]
+    title = "" if keyword and rule >= 6 else doc.title
+    return [passage_lead(title, headings.get(page, "") if page is not None else "") for page in pages]
 
 
 def searched_text(lead: str, passage: str) -> str:

@@ -75,9 +75,10 @@ class AnswerRules:
 
 
 # Version of the rule that picks a passage's lead (qa.chunk.passage_leads): a new rule rebuilds indexes
-# (5: the title, then the page's heading in a paginated report; 4: the title alone; 1-3 tried a first
-# sentence or a headline line, measured and dropped).
-LEAD_RULE = 5
+# (6: the title, then the page's heading in a paginated report, with only the heading counted by BM25;
+# 5: both counted by BM25 too; 4: the title alone; 1-3 tried a first sentence or a headline line,
+# measured and dropped).
+LEAD_RULE = 6
 
 
 @dataclass(frozen=True)

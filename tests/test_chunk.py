@@ -154,6 +154,9 @@ def test_a_filing_page_lends_its_heading_to_each_of_its_passages():
     assert leads == ["Adobe 10-K 2022\nCONSOLIDATED STATEMENTS OF INCOME", "Adobe 10-K 2022\nLiquidity and Capital Resources",
                      "Adobe 10-K 2022"]
     assert passage_leads(doc, [2], rule=4) == ["Adobe 10-K 2022"]  # indexes built before page headings
+    # BM25 counts the heading, not the title (rule 6); indexes of rule 5 counted both
+    assert passage_leads(doc, [2, None], keyword=True) == ["CONSOLIDATED STATEMENTS OF INCOME", ""]
+    assert passage_leads(doc, [2], rule=5, keyword=True) == [leads[0]]
     row = "Net income\t4,756\t4,822"
     assert searched_text(leads[0], row) == f"{leads[0]}\n{row}"
     # the page's first passage opens with the heading already: only the title goes before it

@@ -76,7 +76,7 @@ def test_a_statements_rows_are_found_by_the_statements_name(tmp_path):
         ids = [int(i) for i in store.ids_of_documents(["acme.pdf"])]
         row = next(i for i in ids if "Merchandise inventories" in store.passage(i).text)
         assert "Balance" not in store.passage(row).text, "the test needs a passage below the heading"
-        searched = next(store.searched_texts([row]))
+        searched = next(store.keyword_texts([row]))
         if lead == "title":
             assert searched.startswith("Consolidated Balance Sheets\n")  # (the loader reads no PDF title)
         index = load_index(tmp_path / lead, s)

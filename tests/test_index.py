@@ -336,29 +336,32 @@ def test_sentence_vectors_on_demand_are_never_stored_and_match_their_definition(
         load_index(seeds_index, replace(settings, sentence_pooling="tokens"))
 
 
-@pytest.mark.parametrize("lead", ["title", "none"])
-def test_passages_are_found_by_their_reports_title(tmp_path, lead):
-    """With leads, every passage of a titled report is found by the title's words, by BM25 and
-    through an update; citations still quote the document text, never the title."""
+def test_a_reports_title_leads_its_passages_in_the_embedding_not_in_bm25(tmp_path, embedder):
+    """Every passage of a titled report is embedded after the title, so a question naming the story
+    comes nearer its later passages; BM25 counts the passages as written (lead rule 6: a headline in
+    every passage crowded the keyword ranking), also after an update; citations never quote the title."""
     corpus = tmp_path / "corpus"
     titled_report(corpus)
-    s = Settings.from_env(passage_lead=lead)
-    path = tmp_path / "idx"
-    qa.index_paths([corpus], index=path, settings=s)
-    index = load_index(path, s)
-    ids = index.store.ids_of_documents(["ferry.html"])
-    assert len(ids) >= 3
-    later = [int(i) for i in ids if "zanzibar" not in index.store.passage(int(i)).text.lower()]
-    assert later, "the test needs passages that never name Zanzibar"
-    found = {pid for pid, _ in index.keyword.search(["zanzibar"], 50)}
-    assert set(later) <= found if lead == "title" else not set(later) & found
-    (corpus / "other.txt").write_text("A bulletin about grain exports from Odesa.", encoding="utf-8")
-    qa.index_paths([corpus], index=path, settings=s)  # the keyword index is rebuilt from the store's texts
-    again = load_index(path, s)
-    found = {pid for pid, _ in again.keyword.search(["zanzibar"], 50)}
-    assert (set(later) <= found) == (lead == "title")
-    result = qa.answer("What did the coast guard divers search through the night?", index=path, settings=s)
-    assert result.citations and all("Zanzibar ferry disaster" not in c.quote for c in result.citations)
+    vectors = {}
+    for lead in ("title", "none"):
+        s = Settings.from_env(passage_lead=lead)
+        path = tmp_path / lead
+        qa.index_paths([corpus], index=path, settings=s)
+        index = load_index(path, s)
+        ids = index.store.ids_of_documents(["ferry.html"])
+        assert len(ids) >= 3 and not any("zanzibar" in t.lower() for t in index.store.passage_texts(ids))
+        assert not index.keyword.search(["zanzibar"], 50)
+        assert all(t.startswith("Zanzibar ferry disaster\n") == (lead == "title") for t in index.store.embedded_texts(ids))
+        assert list(index.store.keyword_texts(ids)) == list(index.store.passage_texts(ids))
+        vectors[lead] = index.store.passage_vectors(ids)
+        (corpus / "other.txt").write_text("A bulletin about grain exports from Odesa.", encoding="utf-8")
+        qa.index_paths([corpus], index=path, settings=s)  # the keyword index is rebuilt from the store's texts
+        assert not load_index(path, s).keyword.search(["zanzibar"], 50)
+        (corpus / "other.txt").unlink()
+        result = qa.answer("What did the coast guard divers search through the night?", index=path, settings=s)
+        assert result.citations and all("Zanzibar ferry disaster" not in c.quote for c in result.citations)
+    asked = embedder.encode(["What happened in the Zanzibar ferry disaster?"])[0]
+    assert (vectors["title"] @ asked > vectors["none"] @ asked).all()
 
 
 def test_the_lead_changes_the_passage_vector_as_the_build_embeds_it(tmp_path, embedder):
@@ -369,7 +372,7 @@ def test_the_lead_changes_the_passage_vector_as_the_build_embeds_it(tmp_path, em
     qa.index_paths([corpus], index=tmp_path / "idx", settings=s)
     store = load_index(tmp_path / "idx", s).store
     ids = store.ids_of_documents(["ferry.html"])
-    texts = list(store.searched_texts(ids))
+    texts = list(store.embedded_texts(ids))
     assert any(t.startswith("Zanzibar ferry disaster\n") for t in texts)
     # embedded by the int8 passage encoder, kept as float16: the float model's vectors of the same texts
     assert (store.passage_vectors(ids) * embedder.encode(texts)).sum(axis=1).min() > 0.98

@@ -253,7 +253,7 @@ def build_index(
         p_vecs, s_vecs = _embed_unique(encoder, fresh_p_text, [] if on_demand else fresh_s_text,
                                        settings.batch_size, progress)
     report.embedded_sentences = len(fresh_s_text) if settings.sentence_vectors == "separate" else 0
-    del fresh_p_text, fresh_s_text  # embedded; BM25 reads the searched texts from the store again
+    del fresh_p_text, fresh_s_text  # embedded; BM25 reads its texts (keyword leads) from the store again
     p_off = s_off = 0
     fresh_ids, fresh_vecs = [], []
     for (block, n_p, n_s), ready_v in zip(fresh_slots, ready_vecs):
@@ -301,7 +301,7 @@ def build_index(
         # which is where a big build peaks (136 MB at 89k passages)
         del p_vecs, passage_vectors, fresh_vecs, s_vecs
         doc_blocks.clear()
-        keyword: KeywordSearch = Bm25Search.build(store.ids, store.searched_texts(store.ids), store.searched_texts)
+        keyword: KeywordSearch = Bm25Search.build(store.ids, store.keyword_texts(store.ids), store.keyword_texts)
         report.keyword = "built"
     else:
         removed = previous.store.ids[~np.isin(previous.store.ids, store.ids)]
@@ -315,9 +315,9 @@ def build_index(
             raise IndexMismatch("a Milvus index cannot be updated as a local one")
         if len(removed) or len(added):
             if isinstance(keyword, Bm25Search):
-                keyword.texts_of = store.searched_texts  # the survivors' texts, should it have to rebuild
+                keyword.texts_of = store.keyword_texts  # the survivors' texts, should it have to rebuild
             keyword.delete(removed)
-            keyword.add(added, store.searched_texts(added))
+            keyword.add(added, store.keyword_texts(added))
             if isinstance(keyword, Bm25Search):
                 keyword.refresh()
                 report.keyword = keyword.refreshed
@@ -379,7 +379,7 @@ def _fill_milvus(target: MilvusTarget, store: PassageStore, previous: Index | No
         if len(unfinished):
             search.delete(unfinished)
         removed = previous.store.ids[~np.isin(previous.store.ids, store.ids)]
-        search.forget(previous.store.searched_texts(removed))
+        search.forget(previous.store.keyword_texts(removed))
     else:
         search = MilvusSearch.create(target, collection_name(name), dim, fixed)
         removed = np.zeros(0, np.int64)
@@ -388,7 +388,7 @@ def _fill_milvus(target: MilvusTarget, store: PassageStore, previous: Index | No
         for lo in range(0, len(added), block):
             ids = added[lo:lo + block]
             search.add_passages([store.passage(int(i)) for i in ids], vectors[lo:lo + block],
-                                list(store.searched_texts(ids)))
+                                list(store.keyword_texts(ids)))
             if progress:
                 progress("storing in Milvus", min(lo + block, len(added)), len(added))
         search.next_id = max(search.next_id, store.next_id)
@@ -600,7 +600,7 @@ def _load_generation(path: Path, gen: Path, manifest: dict, mmap: bool,
         return Index(manifest, store, search, search, path)
     with reading(path, "dense.faiss"):
         dense = FaissSearch.load(gen, store.passage_vectors, str(manifest.get("dense") or ""))
-    keyword = Bm25Search.load(gen, store.searched_texts, mmap)
+    keyword = Bm25Search.load(gen, store.keyword_texts, mmap)
     shapes = [
         ("dense.faiss", len(dense) == manifest["passages"]),
         ("keyword_ids.npy", len(keyword) == manifest["passages"]),

@@ -207,7 +207,7 @@ class PassageStore:
         self.encoder = encoder
         self.context = context
         self.lead = lead
-        self._leads: dict[int, dict[int | None, str]] = {}
+        self._leads: dict[tuple[int, bool], dict[int | None, str]] = {}
         self._statements: dict[int, dict[str, np.ndarray]] = {}
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
@@ -274,20 +274,30 @@ class PassageStore:
             doc_i, start, end = self.table[row, :3].tolist()
             yield self.documents[doc_i].text[start:end]
 
-    def searched_texts(self, ids: np.ndarray | Sequence[int]) -> Iterator[str]:
-        """The texts passages ``ids`` are embedded and keyword-indexed as: with their document's
-        lead when this index reads passages so (``lead``), else as written."""
+    def keyword_texts(self, ids: np.ndarray | Sequence[int]) -> Iterator[str]:
+        """The texts BM25 counts the terms of for passages ``ids``: with their keyword lead (a
+        page's heading; the title too in indexes of lead rule 5 and before) when this index reads
+        passages with leads, else as written."""
+        return self._with_leads(ids, keyword=True)
+
+    def embedded_texts(self, ids: np.ndarray | Sequence[int]) -> Iterator[str]:
+        """The texts the vectors of passages ``ids`` were embedded from: their lead (title, page
+        heading) then the passage, when this index reads passages with leads, else as written."""
+        return self._with_leads(ids, keyword=False)
+
+    def _with_leads(self, ids: np.ndarray | Sequence[int], keyword: bool) -> Iterator[str]:
         for row in self.rows(ids).tolist():
             doc_i, start, end = self.table[row, :3].tolist()
             text = self.documents[doc_i].text[start:end]
-            yield searched_text(self._lead(doc_i, self.table[row, P_PAGE]), text) if self.lead else text
+            yield searched_text(self._lead(doc_i, self.table[row, P_PAGE], keyword), text) if self.lead else text
 
-    def _lead(self, doc_i: int, page: int) -> str:
-        leads = self._leads.get(doc_i)
+    def _lead(self, doc_i: int, page: int, keyword: bool) -> str:
+        leads = self._leads.get((doc_i, keyword))
         if leads is None:
             doc = self.documents[doc_i]
             numbers = [p.number for p in doc.pages] + [None]
-            leads = self._leads[doc_i] = dict(zip(numbers, passage_leads(doc, numbers, self.lead)))
+            leads = self._leads[doc_i, keyword] = dict(zip(numbers, passage_leads(doc, numbers, self.lead,
+                                                                                   keyword=keyword)))
         return leads.get(None if page == NO_PAGE else int(page), leads.get(None, ""))
 
     def statement_passages(self, doc_ids: Sequence[str], kind: str) -> np.ndarray:
