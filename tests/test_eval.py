@@ -215,8 +215,10 @@ NEWS = ROOT / "eval" / "news.jsonl"
 # Measured 2026-11-23 on the test split (0.632 / 0.667 / 0.647 / 0.417, evidence@5 0.809), less about one item;
 # since the int8 passage encoder and sentencex: 0.662 / 0.667 / 0.647 / 0.417, evidence@5 0.779 (one sentence
 # fewer at rank 5), so its floor is that less one item too.
-NEWS_FLOOR = {"answer_recall": 0.61, "citation_precision": 0.64, "citation_recall": 0.62, "abstention_recall": 0.40}
-NEWS_EVIDENCE_FLOOR = 0.75
+# Measured 2026-11-24 with lead rule 6 and the count / calendar checks: 0.662 / 0.651 / 0.647 / 0.417,
+# evidence@5 0.809; the floors sit about one item (1/68 of answer recall) below.
+NEWS_FLOOR = {"answer_recall": 0.64, "citation_precision": 0.63, "citation_recall": 0.63, "abstention_recall": 0.40}
+NEWS_EVIDENCE_FLOOR = 0.78
 
 
 @pytest.mark.slow
