@@ -109,10 +109,9 @@ def answers_type(shape: QuestionShape, sentence: str) -> bool:
     causal connective. Questions of other kinds pass.
     """
     if shape.count_noun:
-        counted = shape.count_words | {shape.count_noun}
         words = _WORDS.findall(sentence)
         for i, word in enumerate(words):
-            if (terms(word)[:1] or [""])[0] in counted:
+            if (terms(word)[:1] or [""])[0] in shape.count_words:
                 if any(_NUMBER.fullmatch(w) or w[0].isdigit() for w in words[max(0, i - 4):i]):
                     return True
         return False

@@ -58,7 +58,7 @@ class QuestionShape:
     text: str
     wants_number: bool = False
     count_noun: str = ""  # the stem counted by "how many <noun>"
-    count_words: frozenset[str] = frozenset()  # it and the phrase's other common nouns: counted_words
+    count_words: frozenset[str] = frozenset()  # count_noun and the phrase's other common nouns (counted_words)
     wants_date: bool = False
     wants_cause: bool = False
     wants_list: bool = False
@@ -79,7 +79,7 @@ def analyse(question: str) -> QuestionShape:
         text=question,
         wants_number=bool(how_many or _QUANTITY.search(question)),
         count_noun=noun[-1] if noun else "",
-        count_words=frozenset(counted_words(how_many.group(1))) if how_many else frozenset(),
+        count_words=frozenset(counted_words(how_many.group(1)) + noun[-1:]) if how_many else frozenset(),
         wants_date=bool(_TIME.search(question)),
         wants_cause=bool(_WHY.search(question)),
         wants_list=bool(_LIST.search(question)),

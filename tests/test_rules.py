@@ -93,6 +93,7 @@ def test_a_count_may_name_what_it_counts_by_another_noun_of_the_phrase():
     assert answers_type(shape, "Boosters could prevent 137,000 more hospitalizations and 9,700 deaths.")
     assert not answers_type(shape, "Hospital admissions could fall, the CDC said in 2022.")  # no count before either
     assert counted_words("US troops") == ["troop"]  # a name is not what is counted
+    assert analyse("How many Americans voted?").count_words == {"american"}  # a capitalized head still counts
 
 
 def test_names_absent_from_a_candidates_passage_are_counted():
